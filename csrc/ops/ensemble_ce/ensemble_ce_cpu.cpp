@@ -1,0 +1,154 @@
+// CPU kernels of robustkit::ensemble_temperature_ce and its backward.
+// Forward: one task per sample b, looping over the K models' rows; backward: one task per row (k, b).
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <limits>
+
+#include "common/checks.h"
+#include "ops/ensemble_ce/ensemble_ce.h"
+#include "ops/ensemble_ce/ensemble_ce_math.h"
+
+namespace robustkit {
+namespace ensemble_ce {
+namespace {
+
+constexpr const char* kOp = "ensemble_temperature_ce";
+
+// The two reductions of a row. `#pragma omp simd` lets gcc vectorize the float reductions (it may
+// reassociate them), which is what makes the fused op faster than the eager composition.
+template <typename scalar_t, typename acc_t>
+acc_t row_max(const scalar_t* row, int64_t num_classes) {
+  acc_t m = -std::numeric_limits<acc_t>::infinity();
+#pragma omp simd reduction(max : m)
+  for (int64_t j = 0; j < num_classes; ++j) {
+    const acc_t z = static_cast<acc_t>(row[j]);
+    m = z > m ? z : m;
+  }
+  return m;
+}
+
+template <typename scalar_t, typename acc_t>
+void row_sums(const scalar_t* row, int64_t num_classes, acc_t m, acc_t inv_temperature, acc_t& sum_t,
+              acc_t& sum_1) {
+  acc_t st = 0, s1 = 0;
+#pragma omp simd reduction(+ : st, s1)
+  for (int64_t j = 0; j < num_classes; ++j) {
+    acc_t et, e1;
+    shifted_exps<acc_t>(static_cast<acc_t>(row[j]), m, inv_temperature, et, e1);
+    st += et;
+    s1 += e1;
+  }
+  sum_t = st;
+  sum_1 = s1;
+}
+
+// grad_row = g * (soft_weight/T softmax(z/T) + hard_weight softmax(z)) - g * (soft_weight/T + hard_weight) at y.
+template <typename scalar_t, typename acc_t>
+void backward_row(const scalar_t* row, scalar_t* grow, int64_t num_classes, int64_t t, acc_t m, acc_t inv_t,
+                  acc_t log_t, acc_t log_1, acc_t gs, acc_t gh) {
+#pragma omp simd
+  for (int64_t j = 0; j < num_classes; ++j) {
+    grow[j] = static_cast<scalar_t>(
+        grad_without_onehot<acc_t>(static_cast<acc_t>(row[j]), m, inv_t, log_t, log_1, gs, gh));
+  }
+  grow[t] = static_cast<scalar_t>(
+      grad_without_onehot<acc_t>(static_cast<acc_t>(row[t]), m, inv_t, log_t, log_1, gs, gh) -
+      onehot_coef<acc_t>(gs, gh));
+}
+
+void check_targets_in_range(const at::Tensor& target, int64_t num_classes) {
+  const int64_t* t = target.data_ptr<int64_t>();
+  for (int64_t b = 0; b < target.numel(); ++b) {
+    RK_CHECK(t[b] >= 0 && t[b] < num_classes, kOp, "target[", b, "] = ", t[b],
+             " is out of range [0, ", num_classes, ")");
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor> forward_cpu(const at::Tensor& logits_in, const at::Tensor& target_in,
+                                               double temperature, double soft_weight, double hard_weight) {
+  check_forward_args(logits_in, target_in, temperature);
+  const at::Tensor logits = logits_in.contiguous();
+  const at::Tensor target = target_in.contiguous();
+  const int64_t K = logits.size(0), B = logits.size(1), C = logits.size(2);
+  check_targets_in_range(target, C);
+  at::Tensor loss = at::empty({B}, logits.options());
+  at::Tensor stats = at::empty({3, K, B}, logits.options().dtype(row_stats_dtype(logits.scalar_type())));
+  if (B == 0) return {loss, stats};
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "ensemble_ce_fwd", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t* z = logits.data_ptr<scalar_t>();
+    const int64_t* y = target.data_ptr<int64_t>();
+    scalar_t* out = loss.data_ptr<scalar_t>();
+    acc_t* st = stats.data_ptr<acc_t>();
+    const acc_t inv_t = static_cast<acc_t>(1.0 / temperature);
+    const acc_t sw = static_cast<acc_t>(soft_weight), hw = static_cast<acc_t>(hard_weight);
+    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        acc_t total = 0;
+        for (int64_t k = 0; k < K; ++k) {
+          const scalar_t* row = z + (k * B + b) * C;
+          const acc_t m = row_max<scalar_t, acc_t>(row, C);
+          acc_t sum_t, sum_1;
+          row_sums<scalar_t, acc_t>(row, C, m, inv_t, sum_t, sum_1);
+          const acc_t log_t = log_acc(sum_t), log_1 = log_acc(sum_1);
+          total += row_loss<acc_t>(m, static_cast<acc_t>(row[y[b]]), inv_t, log_t, log_1, sw, hw);
+          st[(kStatMax * K + k) * B + b] = m;
+          st[(kStatLogSumT * K + k) * B + b] = log_t;
+          st[(kStatLogSum1 * K + k) * B + b] = log_1;
+        }
+        out[b] = static_cast<scalar_t>(total);
+      }
+    });
+  });
+  return {loss, stats};
+}
+
+at::Tensor backward_cpu(const at::Tensor& grad_loss_in, const at::Tensor& logits_in, const at::Tensor& target_in,
+                        const at::Tensor& stats_in, double temperature, double soft_weight, double hard_weight) {
+  check_backward_args(grad_loss_in, logits_in, target_in, stats_in, temperature);
+  const at::Tensor logits = logits_in.contiguous();
+  const at::Tensor target = target_in.contiguous();
+  const at::Tensor stats = stats_in.contiguous();
+  const at::Tensor grad_loss = grad_loss_in.contiguous();
+  const int64_t K = logits.size(0), B = logits.size(1), C = logits.size(2);
+  at::Tensor grad = at::empty_like(logits, at::MemoryFormat::Contiguous);
+  if (grad.numel() == 0) return grad;
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "ensemble_ce_bwd", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t* z = logits.data_ptr<scalar_t>();
+    const int64_t* y = target.data_ptr<int64_t>();
+    const scalar_t* gl = grad_loss.data_ptr<scalar_t>();
+    const acc_t* st = stats.data_ptr<acc_t>();
+    scalar_t* gz = grad.data_ptr<scalar_t>();
+    const acc_t inv_t = static_cast<acc_t>(1.0 / temperature);
+    const acc_t hw = static_cast<acc_t>(hard_weight);
+    const acc_t soft_coef = static_cast<acc_t>(soft_weight) * inv_t;
+    at::parallel_for(0, K * B, 1, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t b = r % B;
+        const acc_t g = static_cast<acc_t>(gl[b]);
+        const acc_t m = st[kStatMax * K * B + r], log_t = st[kStatLogSumT * K * B + r],
+                    log_1 = st[kStatLogSum1 * K * B + r];
+        const acc_t gs = g * soft_coef, gh = g * hw;
+        backward_row<scalar_t, acc_t>(z + r * C, gz + r * C, C, y[b], m, inv_t, log_t, log_1, gs, gh);
+      }
+    });
+  });
+  return grad;
+}
+
+}  // namespace
+}  // namespace ensemble_ce
+}  // namespace robustkit
+
+TORCH_LIBRARY_IMPL(robustkit, CPU, m) {
+  m.impl("ensemble_temperature_ce", &robustkit::ensemble_ce::forward_cpu);
+  m.impl("_ensemble_temperature_ce_backward", &robustkit::ensemble_ce::backward_cpu);
+}

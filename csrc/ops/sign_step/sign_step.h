@@ -1,0 +1,74 @@
+// Argument checks and layout handling shared by the CPU and CUDA glue of robustkit::sign_momentum_step_.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <c10/util/Optional.h>
+
+#include <string>
+
+#include "common/checks.h"
+#include "ops/sign_step/sign_step_math.h"
+
+namespace robustkit {
+namespace sign_step {
+
+constexpr const char* kOp = "sign_momentum_step";
+
+inline GradNorm parse_grad_norm(const std::string& s) {
+  if (s == "l1") return GradNorm::kL1;
+  if (s == "none") return GradNorm::kNone;
+  TORCH_CHECK(false, kOp, ": grad_norm must be \"l1\" or \"none\", got \"", s, "\"");
+}
+
+inline Norm parse_norm(const std::string& s) {
+  if (s == "linf") return Norm::kLinf;
+  if (s == "l2") return Norm::kL2;
+  TORCH_CHECK(false, kOp, ": norm must be \"linf\" or \"l2\", got \"", s, "\"");
+}
+
+inline void check_per_sample(const c10::optional<at::Tensor>& t, const at::Tensor& x, const char* name) {
+  if (!t.has_value()) return;
+  RK_CHECK(t->dim() == 1 && t->size(0) == x.size(0), kOp, name, " must be a float or a [B] tensor with B = ",
+           x.size(0), ", got shape ", t->sizes());
+  RK_CHECK(t->scalar_type() == x.scalar_type(), kOp, name, " must have x_adv's dtype ", x.scalar_type(), ", got ",
+           t->scalar_type());
+  RK_CHECK(t->device() == x.device(), kOp, name, " must be on x_adv's device ", x.device(), ", got ", t->device());
+}
+
+inline void check_args(const at::Tensor& x_adv, const at::Tensor& x_orig, const at::Tensor& grad,
+                       const c10::optional<at::Tensor>& momentum, const c10::optional<at::Tensor>& step_t,
+                       const c10::optional<at::Tensor>& eps_t, double step_size, double eps, double clip_min,
+                       double clip_max) {
+  RK_CHECK(x_adv.dim() >= 1, kOp, "x_adv must be a [B, ...] tensor, got a 0-D tensor");
+  RK_CHECK(x_adv.scalar_type() == at::kFloat || x_adv.scalar_type() == at::kDouble, kOp,
+           "x_adv must be float32 or float64 (the perturbation state stays in full precision), got ",
+           x_adv.scalar_type());
+  RK_CHECK_SAME_SHAPE(x_orig, x_adv, kOp, "x_orig", "x_adv");
+  RK_CHECK_SAME_SHAPE(grad, x_adv, kOp, "grad", "x_adv");
+  RK_CHECK_DTYPE(x_orig, x_adv.scalar_type(), kOp, "x_orig");
+  RK_CHECK_DTYPE(grad, x_adv.scalar_type(), kOp, "grad");
+  RK_CHECK_SAME_DEVICE(x_orig, x_adv, kOp, "x_orig", "x_adv");
+  RK_CHECK_SAME_DEVICE(grad, x_adv, kOp, "grad", "x_adv");
+  if (momentum.has_value()) {
+    RK_CHECK_SAME_SHAPE((*momentum), x_adv, kOp, "momentum", "x_adv");
+    RK_CHECK_DTYPE((*momentum), x_adv.scalar_type(), kOp, "momentum");
+    RK_CHECK_SAME_DEVICE((*momentum), x_adv, kOp, "momentum", "x_adv");
+  }
+  check_per_sample(step_t, x_adv, "step_size");
+  check_per_sample(eps_t, x_adv, "eps");
+  RK_CHECK(std::isfinite(step_size), kOp, "step_size must be finite, got ", step_size);
+  RK_CHECK(eps >= 0, kOp, "eps must be >= 0, got ", eps);
+  RK_CHECK(clip_min <= clip_max, kOp, "clip must be (min, max) with min <= max, got (", clip_min, ", ", clip_max,
+           ")");
+}
+
+// The kernels walk each sample's elements as one flat block, which needs every tensor to store sample b in
+// the same dense block [b * n, (b + 1) * n) in the same element order. Contiguous and channels_last
+// tensors with identical strides qualify; anything else runs on contiguous copies that are written back.
+inline bool shares_dense_sample_layout(const at::Tensor& a, const at::Tensor& b) {
+  return a.strides() == b.strides() && a.is_non_overlapping_and_dense() &&
+         (a.size(0) <= 1 || a.stride(0) == a.numel() / a.size(0));
+}
+
+}  // namespace sign_step
+}  // namespace robustkit

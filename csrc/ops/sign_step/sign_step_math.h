@@ -1,0 +1,67 @@
+// Per-element math of robustkit::sign_momentum_step_ (MI-FGSM, Dong et al. 2018, Eq. 6-7; I-FGSM and PGD
+// are decay = 0 without gradient normalisation):
+//   g <- decay * g + grad / ||grad||_1            (per sample; "none" skips the division)
+//   linf: x <- clip(project_inf(x + step * sign(g)))
+//   l2:   x <- clip(project_2(x + step * g / ||g||_2))
+// The per-sample norms come from reductions the kernels do first; these helpers take them as inputs.
+#pragma once
+
+#include "common/host_device.h"
+
+namespace robustkit {
+namespace sign_step {
+
+enum class GradNorm : int { kNone = 0, kL1 = 1 };
+enum class Norm : int { kLinf = 0, kL2 = 1 };
+
+// Smallest norm we divide by: an all-zero gradient then gives a zero step instead of NaN.
+constexpr double kMinNorm = 1e-12;
+
+template <typename T>
+HOST_DEVICE T sign_or_zero(T v) {
+  // NaN compares false both ways, so a NaN direction gives no step (documented in the Python op).
+  return static_cast<T>((v > T(0)) - (v < T(0)));
+}
+
+template <typename T>
+HOST_DEVICE T clamp_to(T v, T lo, T hi) {
+  return v < lo ? lo : (v > hi ? hi : v);
+}
+
+template <typename T>
+HOST_DEVICE T inverse_norm(T norm) {
+  return norm > T(kMinNorm) ? T(1) / norm : T(1) / T(kMinNorm);
+}
+
+template <typename T>
+HOST_DEVICE T momentum_update(T momentum, T grad, T decay, T inv_grad_norm) {
+  return decay * momentum + grad * inv_grad_norm;
+}
+
+// One L-inf step: move by step * sign(g), then back into the eps-ball around x_orig and into the box.
+template <typename T>
+HOST_DEVICE T linf_step(T x, T x_orig, T g, T step, T eps, T clip_min, T clip_max) {
+  const T moved = x + step * sign_or_zero(g);
+  return clamp_to(clamp_to(moved, x_orig - eps, x_orig + eps), clip_min, clip_max);
+}
+
+// The unprojected L2 move; a NaN increment (from a NaN gradient) becomes no move.
+template <typename T>
+HOST_DEVICE T l2_move(T x, T g, T step_over_gnorm) {
+  const T inc = step_over_gnorm * g;
+  return x + (inc == inc ? inc : T(0));
+}
+
+// L2 projection factor min(1, eps / ||delta||_2), then the box.
+template <typename T>
+HOST_DEVICE T l2_project(T x_moved, T x_orig, T factor, T clip_min, T clip_max) {
+  return clamp_to(x_orig + (x_moved - x_orig) * factor, clip_min, clip_max);
+}
+
+template <typename T>
+HOST_DEVICE T l2_factor(T delta_norm, T eps) {
+  return delta_norm > eps ? eps / delta_norm : T(1);
+}
+
+}  // namespace sign_step
+}  // namespace robustkit

@@ -1,0 +1,27 @@
+// robustkit._C: the op schemas (TORCH_LIBRARY) and a thin pybind11 module that reports how it was built.
+// Backend kernels register themselves in csrc/ops/<op>/<op>_{cpu,cuda}.cpp with TORCH_LIBRARY_IMPL;
+// fake kernels and autograd formulas are registered from Python (robustkit/ops/).
+#include <torch/extension.h>
+#include <torch/library.h>
+
+TORCH_LIBRARY(robustkit, m) {
+  // Per-sample loss [B] and the row stats [3, K, B] (max, log-sum at T, log-sum at 1) the backward needs.
+  m.def("ensemble_temperature_ce(Tensor logits, Tensor target, float temperature, float soft_weight, "
+        "float hard_weight) -> (Tensor, Tensor)");
+  m.def("_ensemble_temperature_ce_backward(Tensor grad_loss, Tensor logits, Tensor target, Tensor row_stats, "
+        "float temperature, float soft_weight, float hard_weight) -> Tensor");
+  // Updates x_adv and momentum in place; see robustkit/ops/sign_step.py for the semantics.
+  m.def("sign_momentum_step_(Tensor(a!) x_adv, Tensor x_orig, Tensor grad, Tensor(b!)? momentum, "
+        "Tensor? step_size_per_sample, Tensor? eps_per_sample, float step_size, float eps, float decay, "
+        "str grad_norm, str norm, float clip_min, float clip_max) -> ()");
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
+  module.doc() = "robustkit fused kernels (ops are under torch.ops.robustkit)";
+#ifdef ROBUSTKIT_WITH_CUDA
+  module.attr("with_cuda") = true;
+#else
+  module.attr("with_cuda") = false;
+#endif
+  module.attr("torch_version") = ROBUSTKIT_TORCH_VERSION;
+}

@@ -1,0 +1,7 @@
+"""robustkit: adversarial robustness for PyTorch, with fused C++/CUDA kernels behind a thin Python API."""
+from robustkit._version import __version__
+from robustkit import _ext  # noqa: F401  (loads the extension; a clear error if it is not built)
+from robustkit import ops
+from robustkit._ext import build_info
+
+__all__ = ["__version__", "ops", "build_info"]

@@ -1,0 +1,77 @@
+"""Build robustkit._C: CPU kernels always, CUDA kernels when torch has CUDA and nvcc is found.
+
+Switches (environment variables), resolved and printed at build time:
+  FORCE_CUDA=1            build the CUDA kernels even when torch.cuda.is_available() is False
+                          (cross-compiling on a machine without a GPU); needs a CUDA torch and nvcc.
+  ROBUSTKIT_CPU_ONLY=1    never build the CUDA kernels.
+  TORCH_CUDA_ARCH_LIST    the usual torch variable; defaults to "8.0;9.0" here.
+  MAX_JOBS                parallel compile jobs for ninja.
+"""
+import glob
+import os
+import shutil
+import sys
+
+from setuptools import setup
+
+import torch
+from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "0").strip().lower() in ("1", "true", "yes", "on")
+
+
+def resolve_cuda() -> tuple[bool, str]:
+    if _flag("ROBUSTKIT_CPU_ONLY"):
+        return False, "ROBUSTKIT_CPU_ONLY=1"
+    torch_has_cuda = torch.version.cuda is not None
+    nvcc = CUDA_HOME is not None and os.path.exists(os.path.join(CUDA_HOME, "bin", "nvcc"))
+    if _flag("FORCE_CUDA"):
+        if not (torch_has_cuda and nvcc):
+            sys.exit("FORCE_CUDA=1 needs a CUDA build of torch and nvcc "
+                     f"(torch.version.cuda={torch.version.cuda}, CUDA_HOME={CUDA_HOME})")
+        return True, "FORCE_CUDA=1"
+    if not torch_has_cuda:
+        return False, f"torch {torch.__version__} is a CPU build"
+    if not nvcc:
+        return False, "nvcc not found (set CUDA_HOME)"
+    return True, f"torch CUDA {torch.version.cuda} and nvcc at {CUDA_HOME}"
+
+
+def sources(pattern: str) -> list[str]:
+    return sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern)))
+
+
+def build_extension():
+    with_cuda, why = resolve_cuda()
+    cpu_sources = ["csrc/robustkit.cpp"] + sources("csrc/ops/*/*_cpu.cpp")
+    cxx = ["-O3", "-std=c++17", "-fopenmp"]
+    define_macros = [("ROBUSTKIT_TORCH_VERSION", f"\"{torch.__version__}\"")]
+    kwargs = dict(include_dirs=[os.path.join(ROOT, "csrc")], extra_link_args=["-fopenmp"])
+    if with_cuda:
+        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
+        define_macros.append(("ROBUSTKIT_WITH_CUDA", "1"))
+        cuda_sources = sources("csrc/ops/*/*_cuda.cpp") + sources("csrc/ops/*/*_kernel.cu")
+        ext = CUDAExtension(
+            "robustkit._C", cpu_sources + cuda_sources, define_macros=define_macros,
+            extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "-std=c++17", "--use_fast_math"]}, **kwargs)
+    else:
+        ext = CppExtension("robustkit._C", cpu_sources, define_macros=define_macros,
+                           extra_compile_args={"cxx": cxx}, **kwargs)
+    print("robustkit build configuration:")
+    print(f"  torch      {torch.__version__} (CUDA {torch.version.cuda})")
+    print(f"  CPU ops    yes")
+    print(f"  CUDA ops   {'yes' if with_cuda else 'no'} ({why})")
+    if with_cuda:
+        print(f"  archs      {os.environ['TORCH_CUDA_ARCH_LIST']}")
+    print(f"  ninja      {'yes' if shutil.which('ninja') else 'no (slow serial build)'}")
+    return ext
+
+
+setup(
+    ext_modules=[build_extension()],
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=shutil.which("ninja") is not None)},
+)
