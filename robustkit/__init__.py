@@ -2,6 +2,8 @@
 from robustkit._version import __version__
 from robustkit import _ext  # noqa: F401  (loads the extension; a clear error if it is not built)
 from robustkit import ops
+from robustkit import attacks
+from robustkit.attacks import Normalize
 from robustkit._ext import build_info
 
-__all__ = ["__version__", "ops", "build_info"]
+__all__ = ["__version__", "ops", "attacks", "Normalize", "build_info"]
