@@ -71,7 +71,20 @@ def build_extension():
     return ext
 
 
+class AtomicBuildExtension(BuildExtension):
+    """Replaces robustkit/_C*.so atomically on in-place builds, so a process that has the old library
+    loaded keeps running instead of crashing on a file truncated under it."""
+
+    def copy_file(self, infile, outfile, *args, **kwargs):
+        if not str(outfile).endswith(".so"):
+            return super().copy_file(infile, outfile, *args, **kwargs)
+        tmp = f"{outfile}.tmp{os.getpid()}"
+        shutil.copyfile(infile, tmp)
+        os.replace(tmp, outfile)
+        return outfile, True
+
+
 setup(
     ext_modules=[build_extension()],
-    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=shutil.which("ninja") is not None)},
+    cmdclass={"build_ext": AtomicBuildExtension.with_options(use_ninja=shutil.which("ninja") is not None)},
 )
