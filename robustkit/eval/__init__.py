@@ -1,0 +1,1 @@
+"""Robustness evaluation: metrics, the streaming resumable runner, torch.distributed sharding and reports."""
