@@ -4,3 +4,9 @@ from robustkit.attacks.normalize import Normalize
 from robustkit.attacks.targets import least_likely, random_other
 
 __all__ = ["Attack", "AttackResult", "Normalize", "least_likely", "random_other"]
+
+from robustkit.attacks.fgsm import BIM, FGSM, IFGSM
+from robustkit.attacks.mifgsm import DMIFGSM, MIFGSM
+from robustkit.attacks.pgd import PGD
+
+__all__ += ["FGSM", "IFGSM", "BIM", "PGD", "MIFGSM", "DMIFGSM"]

@@ -1,0 +1,36 @@
+"""A tiny random CNN and inputs for fast unit tests of the attacks."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def tiny_cnn(seed: int = 0, dtype: torch.dtype = torch.float32, num_classes: int = 10) -> nn.Module:
+    """conv3x3(1->4) - ReLU - maxpool - linear on 1x10x10 images; random weights, eval mode."""
+    g = torch.Generator().manual_seed(seed)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                          nn.Linear(4 * 5 * 5, num_classes))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    return model.to(dtype).eval()
+
+
+def tiny_batch(batch: int = 6, dtype: torch.dtype = torch.float32, seed: int = 1, num_classes: int = 10):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(batch, 1, 10, 10, generator=g).to(dtype)
+    y = torch.randint(0, num_classes, (batch,), generator=g)
+    return x, y
+
+
+def other_class(y: torch.Tensor, num_classes: int = 10, shift: int = 3) -> torch.Tensor:
+    return (y + shift) % num_classes
+
+
+def single_thread():
+    """Generator fixture body: tiny tensors run faster on one thread than with intra-op spin-up on a
+    loaded 2-core machine; the previous thread count is restored."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
