@@ -30,7 +30,7 @@ NAN = float("nan")
 def _rate(mask: Tensor, among: Optional[Tensor] = None) -> float:
     if among is not None:
         mask = mask[among]
-    return mask.float().mean().item() if mask.numel() else NAN
+    return mask.double().mean().item() if mask.numel() else NAN
 
 
 def _check_same_length(**tensors: Tensor) -> None:
@@ -156,20 +156,22 @@ def accuracy_at_eps_ref(accuracy: Callable[[float], float], eps_ref: float,
     """Deep Defense Table 1 columns ``Acc.@0.2/0.5/1.0 eps_ref``: ``accuracy(m * eps_ref)`` for each multiple.
 
     ``accuracy`` is e.g. ``functools.partial(accuracy_at_eps, min_eps)`` or a function that runs FGS."""
-    return {f"{m:g}": accuracy(m * eps_ref) for m in multiples}
+    return {f"{m:.1f}": accuracy(m * eps_ref) for m in multiples}
 
 
 # ---- transfer, per-class and confusion ---------------------------------------------------------------
 
-def transfer_matrix(adv_preds: Mapping[str, Mapping[str, Tensor]], y: Tensor,
-                    target: Optional[Tensor] = None) -> Tuple[List[str], List[str], List[List[float]]]:
+def transfer_matrix(adv_preds: Mapping[str, Mapping[str, Tensor]], y: Tensor, target: Optional[Tensor] = None,
+                    clean_preds: Optional[Mapping[str, Tensor]] = None
+                    ) -> Tuple[List[str], List[str], List[List[float]]]:
     """Success rates of transferred adversarial examples: rows are sources (models or ensembles the
     examples were crafted on), columns are targets (models they are evaluated on).
 
     ``adv_preds[source][target_model]`` holds the target model's predictions on the source's adversarial
-    images; success is ``pred != y`` (untargeted) or ``pred == target`` (targeted), over all images (the
-    self-distillation seed evaluates images every model classifies correctly). Returns
-    ``(sources, targets, matrix)``."""
+    images; success is ``pred != y`` (untargeted) or ``pred == target`` (targeted). Rates are over all
+    images, or, given ``clean_preds[target_model]``, over the images that target classifies correctly
+    (the self-distillation seed keeps only images every model classifies correctly, where both agree).
+    Returns ``(sources, targets, matrix)``."""
     sources = list(adv_preds)
     targets: List[str] = []
     for row in adv_preds.values():
@@ -183,7 +185,8 @@ def transfer_matrix(adv_preds: Mapping[str, Mapping[str, Tensor]], y: Tensor,
                 row.append(NAN)
                 continue
             _check_same_length(pred=pred, y=y, target=target)
-            row.append(_rate(pred != y if target is None else pred == target))
+            success = pred != y if target is None else pred == target
+            row.append(_rate(success, among=None if clean_preds is None else clean_preds[t] == y))
         matrix.append(row)
     return sources, targets, matrix
 

@@ -64,7 +64,7 @@ def test_minimal_eps_curve_and_eps_ref_by_hand():
     assert math.isinf(M.eps_ref_from_minimal(failed))
     table = M.accuracy_at_eps_ref(functools.partial(M.accuracy_at_eps, min_eps), 2.0)
     # budgets 0.4, 1.0, 2.0 leave 7, 5 and 4 of the 8 minimal budgets above them
-    assert table == pytest.approx({"0.2": 7 / 8, "0.5": 5 / 8, "1": 4 / 8})
+    assert table == pytest.approx({"0.2": 7 / 8, "0.5": 5 / 8, "1.0": 4 / 8})
 
 
 def test_eps_ref_bisect_finds_the_threshold_of_a_step_function():
@@ -108,6 +108,10 @@ def test_transfer_matrix_rows_sources_columns_targets():
     assert matrix == [[1.0, 0.25], [0.0, 0.5]]
     _, _, targeted = M.transfer_matrix(preds, y, target=torch.tensor([2, 0, 0, 0]))
     assert targeted == [[0.75, 0.25], [0.0, 0.25]]
+    # restricted to the images each target got right: a on 0, 1; b on 0, 1, 2
+    clean = {"a": torch.tensor([0, 1, 0, 0]), "b": torch.tensor([0, 1, 2, 0])}
+    _, _, among_correct = M.transfer_matrix(preds, y, clean_preds=clean)
+    assert among_correct == [[1.0, 0.0], [0.0, pytest.approx(2 / 3)]]
 
 
 def test_per_class_top_bottom_and_confusion_against_loops():

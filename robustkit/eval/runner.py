@@ -1,0 +1,321 @@
+"""The streaming, resumable, shardable evaluation loop: :func:`evaluate`."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pathlib
+import time
+import warnings
+from typing import Dict, List, Mapping, Optional, Sequence, Union
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, RandomSampler, TensorDataset
+from tqdm.auto import tqdm
+
+from robustkit.attacks.base import Attack
+from robustkit.eval import distributed as D
+from robustkit.eval.describe import describe_attack, device_description, model_fingerprint, software_versions
+from robustkit.eval.gradcam import grad_cam
+from robustkit.eval.records import RecordWriter, has_records, read_records
+from robustkit.eval.summary import ALL_METRICS, summarize
+
+DataSpec = Union[DataLoader, Dataset, Sequence[Tensor]]
+RUN_FILE, RESULTS_FILE, EXAMPLES_FILE = "run.json", "results.json", "examples.pt"
+
+
+def batch_seed(seed: int, batch: int, attack_index: int) -> int:
+    """The seed of one attack on one batch: a function of (seed, batch index, attack index) only, so a batch
+    gets the same randomness whether it runs first, after a resume, or on another rank."""
+    digest = hashlib.sha256(f"{seed}:{batch}:{attack_index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def evaluate(model: nn.Module, data: DataSpec, attacks: Union[Mapping[str, Attack], Sequence[Attack]], *,
+             out: Union[str, os.PathLike], metrics: Sequence[str] = ALL_METRICS, batch_size: Optional[int] = None,
+             limit: Optional[int] = None, only_correct: bool = False, correct_for: Sequence[nn.Module] = (),
+             per_class: Optional[int] = None, transfer_to: Optional[Mapping[str, nn.Module]] = None, seed: int = 0,
+             device: Union[str, torch.device, None] = None, resume: bool = True, report: bool = True,
+             progress: bool = True, num_workers: int = 0, eps_grid: Optional[Sequence[float]] = None,
+             examples: int = 8, top_k: int = 10, model_name: str = "model") -> dict:
+    """Evaluates ``model`` against each attack on ``data`` and writes ``out/results.json``.
+
+    Streams over the data in batches (a tqdm bar shows img/s and the running worst-case robust accuracy);
+    every finished batch is appended to ``out/records/rank-<r>.jsonl``. Called again with the same arguments
+    (``resume=True``), it skips the finished batches and ends with the same numbers as an uninterrupted run;
+    it refuses to resume a directory written with other settings. Each attack's randomness on batch ``b`` is
+    seeded from ``(seed, b)`` (:func:`batch_seed`). Under ``torchrun`` every rank runs every ``world``-th
+    batch, rank 0 merges the records, and all ranks return the merged results.
+
+    Args:
+        model: the classifier under evaluation (images in [0, 1] -> logits). It is put in eval mode and moved
+            to ``device``; the attacks must have been built on it (or on other models, for transfer).
+        data: a DataLoader (its dataset, batch size and workers are used, in dataset order), a Dataset of
+            ``(image, label)`` pairs, or an ``(images, labels)`` pair of tensors.
+        attacks: ``{name: attack}`` or a list of attacks (named after their classes).
+        metrics: optional analyses, a subset of ``("per_class", "confusion", "curve", "transfer")``.
+        limit: evaluate at most this many images (after filtering). ``per_class``: at most n per class.
+        only_correct: keep only images that ``model`` and every model of ``correct_for`` classify correctly.
+        transfer_to: ``{name: model}`` on which every attack's adversarial images are also evaluated; gives
+            the transfer-matrix row of each attack (``results["transfer"]``).
+        eps_grid: the budgets of the accuracy-vs-eps curve of minimal-norm attacks (default: 21 even steps).
+        examples: how many images of the first batch to keep for the report's image grid and Grad-CAM.
+        report: also write ``results.csv`` and ``report.html`` with plots.
+
+    Returns the results object (see :mod:`robustkit.eval.summary`).
+
+    Example::
+
+        >>> res = evaluate(model, robustkit.datasets.mnist("test"), {"pgd": PGD(model, eps=0.3, steps=40)},
+        ...                out="runs/lenet", limit=1000, batch_size=250)
+        >>> res["attacks"]["pgd"]["metrics"]["robust_accuracy"]
+    """
+    named = _name_attacks(attacks)
+    unknown = set(metrics) - set(ALL_METRICS)
+    if unknown:
+        raise ValueError(f"evaluate: metrics must be a subset of {ALL_METRICS}, got unknown {sorted(unknown)}")
+    for arg, value in (("limit", limit), ("per_class", per_class), ("batch_size", batch_size)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"evaluate: {arg} must be a positive int or None, got {value!r}")
+    out_dir = pathlib.Path(out)
+    rank, world = D.rank_and_world()
+    device = torch.device(device) if device is not None else _module_device(model)
+    transfer_to = dict(transfer_to or {})
+    for m in [model, *correct_for, *transfer_to.values()]:
+        m.eval().to(device)
+    dataset, loader_batch, workers, collate = _resolve_data(data)
+    batch_size = batch_size or loader_batch or 100
+    num_workers = num_workers or workers
+
+    settings = {"attacks": {n: describe_attack(a) for n, a in named.items()}, "seed": seed,
+                "batch_size": batch_size, "limit": limit, "only_correct": only_correct, "per_class": per_class,
+                "model": model_fingerprint(model), "correct_for": [model_fingerprint(m) for m in correct_for],
+                "transfer_to": {n: model_fingerprint(m) for n, m in transfer_to.items()},
+                "data": {"type": type(dataset).__name__, "size": len(dataset)}, "metrics": list(metrics)}
+    plan = None
+    if rank == 0:
+        try:
+            plan = _plan_run(out_dir, settings, resume, dataset, model, correct_for, only_correct, per_class,
+                             limit, batch_size, device, collate)
+        except (ValueError, FileExistsError) as error:
+            plan = {"error": f"{type(error).__name__}: {error}"}
+    plan = D.broadcast_object(plan)
+    if "error" in plan:
+        kind, message = plan["error"].split(": ", 1)
+        raise (FileExistsError if kind == "FileExistsError" else ValueError)(message)
+
+    selection: List[int] = plan["selection"]
+    batches = [selection[i:i + batch_size] for i in range(0, len(selection), batch_size)]
+    done = {r["batch"] for r in read_records(out_dir)} if out_dir.exists() else set()
+    todo = [b for b in D.shard(range(len(batches)), rank, world) if b not in done]
+    failed = False
+    try:
+        _run_batches(model, dataset, batches, todo, named, transfer_to, out_dir, rank, seed, device, collate,
+                     num_workers, progress and rank == 0, examples, total=sum(len(batches[b]) for b in
+                     D.shard(range(len(batches)), rank, world)))
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        if D.any_rank_failed(failed) and not failed:
+            raise RuntimeError(f"evaluate: another rank failed; rank {rank} stops (finished batches are kept)")
+
+    D.barrier()
+    if rank == 0:
+        records = read_records(out_dir)
+        missing = sorted(set(range(len(batches))) - {r["batch"] for r in records})
+        if missing:
+            raise RuntimeError(f"evaluate: batches {missing[:10]} have no records; run again with resume=True")
+        results = summarize(records, settings["attacks"], num_classes=records[0]["num_classes"] if records else 0,
+                            model_name=model_name, metrics=metrics, eps_grid=eps_grid, top_k=top_k)
+        results.update(settings=settings, software=software_versions(), device=device_description(device, world))
+        _write_json(out_dir / RESULTS_FILE, results)
+        if report:
+            from robustkit.eval.report import write_report
+            write_report(out_dir)
+    D.barrier()
+    return json.loads((out_dir / RESULTS_FILE).read_text())
+
+
+# ---- setup ----------------------------------------------------------------------------------------------
+
+def _name_attacks(attacks) -> Dict[str, Attack]:
+    if isinstance(attacks, Attack):
+        attacks = [attacks]
+    if isinstance(attacks, Mapping):
+        named = dict(attacks)
+    else:
+        named = {}
+        for atk in attacks:
+            base = type(atk).__name__.lower()
+            name, k = base, 2
+            while name in named:
+                name, k = f"{base}_{k}", k + 1
+            named[name] = atk
+    for name, atk in named.items():
+        if not isinstance(atk, Attack):
+            raise TypeError(f"evaluate: attacks[{name!r}] must be a robustkit Attack, got {type(atk).__name__}")
+    return named
+
+
+def _resolve_data(data: DataSpec):
+    if isinstance(data, DataLoader):
+        if isinstance(data.sampler, RandomSampler):
+            warnings.warn("evaluate: the DataLoader shuffles; evaluation runs in dataset order so that it can "
+                          "resume and shard", stacklevel=3)
+        return data.dataset, data.batch_size, data.num_workers, data.collate_fn
+    if isinstance(data, Dataset):
+        return data, None, 0, None
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, Tensor) for t in data):
+        return TensorDataset(*data), None, 0, None
+    raise TypeError(f"evaluate: data must be a DataLoader, a Dataset or an (images, labels) pair of tensors, "
+                    f"got {type(data).__name__}")
+
+
+def _loader(dataset, batches, num_workers, collate):
+    kwargs = {"collate_fn": collate} if collate is not None else {}
+    return DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, **kwargs)
+
+
+def _plan_run(out_dir, settings, resume, dataset, model, correct_for, only_correct, per_class, limit, batch_size,
+              device, collate) -> dict:
+    """Rank 0: checks the output directory against the settings and fixes the ordered image selection."""
+    run_path = out_dir / RUN_FILE
+    if run_path.exists() and has_records(out_dir):
+        previous = json.loads(run_path.read_text())
+        if not resume:
+            raise FileExistsError(f"out: {str(out_dir)!r} holds records of an earlier run; resume it "
+                                  "(resume=True / --resume) or choose another directory")
+        current = json.loads(json.dumps(settings))      # as it would read back from run.json
+        if previous["settings"] != current:
+            differing = sorted(k for k in current if previous["settings"].get(k) != current[k])
+            raise ValueError(f"out: {str(out_dir)!r} holds a run with other settings (differing: "
+                             f"{', '.join(differing)}); use another directory")
+        return {"selection": previous["selection"]}
+    selection = _select(dataset, model, correct_for, only_correct, per_class, limit, batch_size, device, collate)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in (out_dir / RESULTS_FILE, out_dir / EXAMPLES_FILE):
+        stale.unlink(missing_ok=True)
+    _write_json(run_path, {"settings": settings, "selection": selection})
+    return {"selection": selection}
+
+
+@torch.no_grad()
+def _select(dataset, model, correct_for, only_correct, per_class, limit, batch_size, device, collate) -> List[int]:
+    """Indices of the images to evaluate, in dataset order: those passing the filters, up to ``limit``."""
+    n = len(dataset)
+    if not only_correct and per_class is None:
+        return list(range(n if limit is None else min(n, limit)))
+    judges = [model, *correct_for] if only_correct else []
+    chunks = [list(range(i, min(n, i + batch_size))) for i in range(0, n, batch_size)]
+    selection: List[int] = []
+    counts: Dict[int, int] = {}
+    for indices, (x, y) in zip(chunks, _loader(dataset, chunks, 0, collate)):
+        x, y = x.to(device), y.to(device)
+        keep = torch.ones_like(y, dtype=torch.bool)
+        for judge in judges:
+            keep &= judge(x).argmax(dim=1) == y
+        for index, kept, label in zip(indices, keep.tolist(), y.tolist()):
+            if not kept or (per_class is not None and counts.get(label, 0) >= per_class):
+                continue
+            counts[label] = counts.get(label, 0) + 1
+            selection.append(index)
+            if limit is not None and len(selection) >= limit:
+                return selection
+    return selection
+
+
+def _write_json(path: pathlib.Path, obj) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, allow_nan=False))
+    os.replace(tmp, path)
+
+
+def _module_device(model: nn.Module) -> torch.device:
+    for t in model.parameters():
+        return t.device
+    return torch.device("cpu")
+
+
+# ---- the loop -------------------------------------------------------------------------------------------
+
+def _run_batches(model, dataset, batches, todo, attacks, transfer_to, out_dir, rank, seed, device, collate,
+                 num_workers, progress, examples, total) -> None:
+    done_images = total - sum(len(batches[b]) for b in todo)
+    bar = tqdm(total=total, initial=done_images, unit="img", disable=not progress, desc=f"eval {out_dir.name}",
+               dynamic_ncols=True)
+    robust, seen = 0, 0
+    with RecordWriter(out_dir, rank) as writer:
+        for b, (x, y) in zip(todo, _loader(dataset, [batches[b] for b in todo], num_workers, collate)):
+            x, y = x.to(device), y.to(device)
+            record, advs = _evaluate_batch(model, x, y, b, attacks, transfer_to, seed, device)
+            record["index"] = batches[b]
+            writer.write(record)
+            if b == 0 and examples > 0:
+                _save_examples(out_dir, model, x[:examples], y[:examples], record, advs, examples)
+            survived = torch.tensor(record["clean_pred"]) == torch.tensor(record["y"])
+            for entry in record["attacks"].values():
+                survived &= torch.tensor(entry["pred"]) == torch.tensor(record["y"])
+            robust, seen = robust + int(survived.sum()), seen + len(record["y"])
+            bar.set_postfix(robust_acc=f"{robust / seen:.3f}", refresh=False)
+            bar.update(len(record["y"]))
+    bar.close()
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _evaluate_batch(model, x, y, b, attacks, transfer_to, seed, device):
+    """Runs every attack on one batch; returns its JSON record and the adversarial images."""
+    with torch.no_grad():
+        logits = model(x)
+        flat = x.flatten(1).double()
+        record = {"batch": b, "y": y.tolist(), "clean_pred": logits.argmax(dim=1).tolist(),
+                  "num_classes": int(logits.shape[1]),
+                  "x_l2": flat.norm(dim=1).tolist(), "x_linf": flat.abs().amax(dim=1).tolist(),
+                  "transfer_clean": {t: m(x).argmax(dim=1).tolist() for t, m in transfer_to.items()},
+                  "attacks": {}}
+    advs = {}
+    for a, (name, attack) in enumerate(attacks.items()):
+        user_seed, attack.seed = attack.seed, batch_seed(seed, b, a)
+        devices = [device] if device.type == "cuda" else []
+        try:
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(attack.seed)   # for attacks that draw from the global generator
+                _synchronize(device)
+                start = time.perf_counter()
+                result = attack.run(x, y)
+                _synchronize(device)
+                seconds = time.perf_counter() - start
+        finally:
+            attack.seed = user_seed
+        own = len(attack.models) == 1 and attack.models[0] is model
+        with torch.no_grad():
+            adv_logits = result.logits if own else model(result.adv)
+            transfer = {t: m(result.adv).argmax(dim=1).tolist() for t, m in transfer_to.items()}
+        record["attacks"][name] = {
+            "pred": adv_logits.argmax(dim=1).tolist(), "l2": result.l2.double().tolist(),
+            "linf": result.linf.double().tolist(), "steps": result.steps.tolist(),
+            "target": None if result.target is None else result.target.tolist(), "transfer": transfer,
+            "seconds": seconds}
+        advs[name] = result.adv
+    return record, advs
+
+
+def _save_examples(out_dir, model, x, y, record, advs, k) -> None:
+    """The first ``k`` images of batch 0, clean and adversarial, with Grad-CAM maps, for the report."""
+    cams_clean = grad_cam(model, x)
+    payload = {"x": x.cpu(), "y": y.cpu(), "clean_pred": torch.tensor(record["clean_pred"][:k]),
+               "adv": {}, "adv_pred": {}, "cam_clean": None if cams_clean is None else cams_clean.cpu(),
+               "cam_adv": {}}
+    for name, adv in advs.items():
+        payload["adv"][name] = adv[:k].detach().cpu()
+        payload["adv_pred"][name] = torch.tensor(record["attacks"][name]["pred"][:k])
+        cams = grad_cam(model, adv[:k].detach())
+        payload["cam_adv"][name] = None if cams is None else cams.cpu()
+    tmp = out_dir / (EXAMPLES_FILE + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, out_dir / EXAMPLES_FILE)
