@@ -23,13 +23,16 @@ SUMMARY_COLUMNS = (("clean_accuracy", "clean acc"), ("robust_accuracy", "robust 
 
 
 def fmt(value) -> str:
-    """How the report prints a number: 4 significant decimals, "-" for a missing value."""
+    """How the report prints a number: 4 decimals (1 from 10 on, 4 significant digits below 0.001), "-" for a
+    missing value."""
     if value is None:
         return "-"
     if isinstance(value, str):
         return value
     if isinstance(value, int):
         return str(value)
+    if abs(value) >= 10:
+        return f"{value:.1f}"
     return f"{value:.4g}" if abs(value) < 1e-3 and value != 0 else f"{value:.4f}"
 
 
