@@ -23,6 +23,8 @@ from typing import List, Optional, Sequence
 from robustkit.eval.suite import SpecError
 
 DEMO_ATTACKS = ("fgsm", "pgd", "mifgsm", "dmifgsm", "deepfool", "cw")
+DEMO_EPS = 0.1
+DEMO_FGSM_SWEEP = (0.05, 0.1, 0.2, 0.3)
 TABLE_COLUMNS = (("clean_accuracy", "clean"), ("robust_accuracy", "robust"), ("attack_success_rate", "success"),
                  ("l2_median", "median L2"), ("rho2", "rho2"), ("images_per_second", "img/s"))
 
@@ -153,14 +155,17 @@ def _demo(args) -> int:
     attacks = {}
     for name in names:
         attack_steps = steps if name != "cw" else (20 if args.fast else None)
-        attacks.update(suite.make_attacks([name], [model], [0.1], attack_steps))
+        # FGSM at several budgets draws the accuracy-vs-eps curve of a fixed-budget attack (one run per eps)
+        eps = list(DEMO_FGSM_SWEEP) if name == "fgsm" else [DEMO_EPS]
+        attacks.update(suite.make_attacks([name], [model], eps, attack_steps))
     missing = sorted(set(DEMO_ATTACKS) - set(names))
     if missing:
         print(f"robustkit demo: not in this build yet, skipped: {', '.join(missing)}")
     results = evaluate(model, mnist("test"), attacks, out=out, limit=100 if args.fast else 1000,
                        batch_size=100 if args.fast else 250, device=args.device, resume=True,
                        model_name="lenet", examples=8)
-    print(f"LeNet on MNIST test, L-inf eps = 0.1 for the fixed-budget attacks; model: {out / 'model.pt'}")
+    print(f"LeNet on MNIST test, L-inf eps = {DEMO_EPS} for the fixed-budget attacks (FGSM also at "
+          f"{', '.join(map(str, DEMO_FGSM_SWEEP))}); model: {out / 'model.pt'}")
     _print_summary(results, out)
     return 0
 
