@@ -14,6 +14,13 @@ TORCH_LIBRARY(robustkit, m) {
   m.def("sign_momentum_step_(Tensor(a!) x_adv, Tensor x_orig, Tensor grad, Tensor(b!)? momentum, "
         "Tensor? step_size_per_sample, Tensor? eps_per_sample, float step_size, float eps, float decay, "
         "str grad_norm, str norm, float clip_min, float clip_max) -> ()");
+  // DeepFool linearisation step: (step [B, D], chosen candidate [B]); see robustkit/ops/deepfool_step.py.
+  m.def("deepfool_step(Tensor f, Tensor w, str norm) -> (Tensor, Tensor)");
+  m.def("_deepfool_step_backward(Tensor grad_step, Tensor f, Tensor w, Tensor index, str norm) -> (Tensor, Tensor)");
+  // One C&W L2 Adam step in tanh space, in place; returns ||x - x_orig||_2^2 [B]; see robustkit/ops/cw_step.py.
+  m.def("cw_l2_step_(Tensor(a!) w, Tensor(b!) x, Tensor(c!) exp_avg, Tensor(d!) exp_avg_sq, Tensor(e!) best_adv, "
+        "Tensor(f!) best_l2sq, Tensor x_orig, Tensor loss_grad, Tensor success, int step, float lr, float beta1, "
+        "float beta2, float eps, float clip_min, float clip_max) -> Tensor");
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {

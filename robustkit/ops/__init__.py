@@ -1,6 +1,8 @@
 """Fused ops. Each wraps a ``torch.ops.robustkit`` op with argument handling, a fake kernel for
 ``torch.compile`` and, where it is differentiable, an autograd formula."""
+from robustkit.ops.cw_step import cw_l2_step
+from robustkit.ops.deepfool_step import deepfool_step
 from robustkit.ops.ensemble_ce import ensemble_temperature_ce
 from robustkit.ops.sign_step import sign_momentum_step
 
-__all__ = ["ensemble_temperature_ce", "sign_momentum_step"]
+__all__ = ["ensemble_temperature_ce", "sign_momentum_step", "deepfool_step", "cw_l2_step"]
