@@ -41,3 +41,32 @@ def shared_data() -> pathlib.Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data folder {SHARED_DATA} not present")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def mnist_lenet(request):
+    """``(model, x, y)``: the default LeNet trained on MNIST train (seed 0, 1 epoch, >= 98% test accuracy),
+    eval mode, on CPU; and the first 256 MNIST *test* images (float32 [256, 1, 28, 28] in [0, 1]) with their
+    int64 labels [256] among those the model classifies correctly. Trained once, then loaded from
+    ``$ROBUSTKIT_CACHE`` when set, else from the pytest cache dir. Shared by the session: do not modify it."""
+    from robustkit.datasets import mnist
+    from robustkit.models.train import trained_mnist_model
+
+    cache_dir = None
+    if "ROBUSTKIT_CACHE" not in os.environ and request.config.cache is not None:
+        cache_dir = request.config.cache.mkdir("robustkit-models")
+    model = trained_mnist_model("lenet", seed=0, cache_dir=cache_dir, progress=False)
+    x, y = mnist("test")[:1024]
+    with torch.no_grad():
+        correct = (model(x).argmax(dim=1) == y).nonzero().squeeze(1)[:256]
+    assert correct.numel() == 256, "the trained LeNet misclassifies too many of the first 1024 test images"
+    return model, x[correct].contiguous(), y[correct].contiguous()
+
+
+@pytest.fixture(scope="session")
+def mnist_test_batch():
+    """``(x, y)``: the first 256 MNIST test images (float32 [256, 1, 28, 28] in [0, 1]) and labels (int64)."""
+    from robustkit.datasets import mnist
+
+    x, y = mnist("test")[:256]
+    return x, y

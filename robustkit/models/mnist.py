@@ -51,7 +51,8 @@ class LeNet(_MnistNet):
 
     ``width`` is the first conv's channel count; at the default 6 the layers are 6, 16, 120, 84 as in
     the original, and they scale in those proportions. The first conv pads by 2 so 28x28 input plays the
-    role of the original 32x32.
+    role of the original 32x32. Pooling comes before the ReLU: the same function (max and ReLU commute),
+    at a quarter of the ReLU cost, which matters when training on 2 CPU cores.
 
     Example::
 
@@ -65,8 +66,8 @@ class LeNet(_MnistNet):
         width = _check_width("LeNet", width)
         conv2, fc1, fc2 = round(width * 16 / 6), width * 20, width * 14
         self.features = nn.Sequential(
-            nn.Conv2d(1, width, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2),    # 14x14
-            nn.Conv2d(width, conv2, 5), nn.ReLU(inplace=True), nn.MaxPool2d(2),           # 5x5
+            nn.Conv2d(1, width, 5, padding=2), nn.MaxPool2d(2), nn.ReLU(inplace=True),    # 14x14
+            nn.Conv2d(width, conv2, 5), nn.MaxPool2d(2), nn.ReLU(inplace=True),           # 5x5
             nn.Flatten())
         self.classifier = nn.Sequential(nn.Linear(conv2 * 5 * 5, fc1), nn.ReLU(inplace=True),
                                         nn.Linear(fc1, fc2), nn.ReLU(inplace=True),
