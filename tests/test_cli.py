@@ -65,7 +65,7 @@ def test_demo_fast_report_numbers_come_from_results_json(demo_dir, capsys):
         value = _lookup(results, key)
         assert raw == ("" if value is None else repr(value)), key
         assert shown == fmt(value), key
-    for plot in ("accuracy_vs_eps", "examples", "gradcam", "confusion_pgd"):
+    for plot in ("accuracy_vs_eps", "examples", "gradcam", "confusion"):
         assert (demo_dir / "plots" / f"{plot}.png").stat().st_size > 1000, plot
     csv_lines = (demo_dir / "results.csv").read_text().splitlines()
     assert csv_lines[0].startswith("attack,") and len(csv_lines) == 1 + len(results["attacks"])

@@ -12,11 +12,12 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 import torch  # noqa: E402
 
 MAX_CONFUSION_CLASSES = 50   # a 1000 x 1000 matrix is unreadable as a picture; the JSON keeps it whole
+MAX_PANELS = 8               # attacks shown in the image grids and confusion panels
 
 
 def _png(fig) -> bytes:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
     return buffer.getvalue()
 
@@ -63,67 +64,106 @@ def transfer_heatmap(results: dict) -> Optional[bytes]:
     return _png(fig)
 
 
-def confusion(matrix, name: str) -> Optional[bytes]:
-    if not matrix or len(matrix) > MAX_CONFUSION_CLASSES:
+def confusions(results: dict) -> Optional[bytes]:
+    """All attacks' clean-vs-adversarial confusion matrices side by side (Defendr Figure 15)."""
+    panels = [(n, e["confusion"]) for n, e in results["attacks"].items()
+              if e.get("confusion") and len(e["confusion"]) <= MAX_CONFUSION_CLASSES][:MAX_PANELS]
+    if not panels:
         return None
-    fig, ax = plt.subplots(figsize=(4.5, 4))
-    image = ax.imshow(matrix, cmap="magma")
-    ax.set_xlabel(f"prediction under {name}")
-    ax.set_ylabel("prediction on clean image")
-    fig.colorbar(image, ax=ax, label="images")
+    cols = min(4, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.0 * rows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    for ax, (name, matrix) in zip(axes.flat, panels):
+        ax.imshow(matrix, cmap="magma")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("adversarial prediction", fontsize=8)
+        ax.set_ylabel("clean prediction", fontsize=8)
+    fig.tight_layout()
     return _png(fig)
 
 
-def _show(ax, image: torch.Tensor, title: str, cmap=None) -> None:
-    if image.dim() == 3:
-        image = image.permute(1, 2, 0)
-        if image.shape[2] == 1:
-            image, cmap = image[..., 0], cmap or "gray"
-    ax.imshow(image.clamp(0, 1).numpy(), cmap=cmap, vmin=0, vmax=1)
-    ax.set_title(title, fontsize=7)
+def _mosaic(cells, rows: int, cols: int) -> torch.Tensor:
+    """Tiles ``rows x cols`` RGB images ``[3, H, W]`` (row-major list) into one ``[H', W', 3]`` array with
+    white gutters: one imshow instead of one axes per image keeps the report fast."""
+    _, h, w = cells[0].shape
+    pad = max(2, h // 4)
+    canvas = torch.ones(3, rows * (h + pad), cols * (w + pad))
+    for k, cell in enumerate(cells):
+        r, c = divmod(k, cols)
+        top, left = r * (h + pad) + pad, c * (w + pad)
+        canvas[:, top:top + h, left:left + w] = cell
+    return canvas.permute(1, 2, 0).clamp(0, 1)
+
+
+def _rgb(image: torch.Tensor) -> torch.Tensor:
+    return image.expand(3, -1, -1) if image.shape[0] == 1 else image[:3]
+
+
+def _grid_figure(cells, labels, row_names, cols: int) -> bytes:
+    """The mosaic with a label above every cell and a name left of every row."""
+    rows = len(row_names)
+    mosaic = _mosaic(cells, rows, cols)
+    height, width = mosaic.shape[:2]
+    fig = plt.figure(figsize=(1.1 * cols + 1.4, 1.2 * rows))
+    ax = fig.add_axes((0.15, 0.0, 0.85, 1.0))
+    ax.imshow(mosaic.numpy(), interpolation="nearest")
     ax.axis("off")
+    cell_h, cell_w = height / rows, width / cols
+    pad = cell_h - cells[0].shape[1]
+    for k, label in enumerate(labels):
+        r, c = divmod(k, cols)
+        ax.text(c * cell_w + cells[0].shape[2] / 2, r * cell_h + pad - 1, label, ha="center", va="bottom",
+                fontsize=6)
+    for r, name in enumerate(row_names):
+        ax.text(-2, r * cell_h + pad + cells[0].shape[1] / 2, name, ha="right", va="center", fontsize=7)
+    return _png(fig)
 
 
 def example_grid(examples: dict) -> Optional[bytes]:
     """Rows: clean image, then for every attack the adversarial image and its perturbation amplified to the
-    full grey range (0.5 + delta / (2 max|delta|))."""
+    full grey range (0.5 + delta / (2 max|delta|)); above each image its predicted class."""
     x = examples["x"]
-    k, names = x.shape[0], list(examples["adv"])
-    fig, axes = plt.subplots(1 + 2 * len(names), k, figsize=(1.3 * k, 1.4 * (1 + 2 * len(names))), squeeze=False)
-    for j in range(k):
-        _show(axes[0][j], x[j], f"clean: {int(examples['clean_pred'][j])} (y={int(examples['y'][j])})")
-        for i, name in enumerate(names):
-            adv = examples["adv"][name][j]
-            delta = adv - x[j]
-            scale = delta.abs().max().clamp_min(1e-12)
-            _show(axes[1 + 2 * i][j], adv, f"{name}: {int(examples['adv_pred'][name][j])}")
-            _show(axes[2 + 2 * i][j], 0.5 + delta / (2 * scale), f"delta x{0.5 / scale.item():.3g}")
-    return _png(fig)
+    k, names = x.shape[0], list(examples["adv"])[:MAX_PANELS]
+    cells = [_rgb(x[j]) for j in range(k)]
+    labels = [f"{int(examples['clean_pred'][j])} (y={int(examples['y'][j])})" for j in range(k)]
+    row_names = ["clean"]
+    for name in names:
+        deltas = [examples["adv"][name][j] - x[j] for j in range(k)]
+        scales = [d.abs().max().clamp_min(1e-12) for d in deltas]
+        cells += [_rgb(examples["adv"][name][j]) for j in range(k)]
+        cells += [_rgb(0.5 + d / (2 * s)) for d, s in zip(deltas, scales)]
+        labels += [str(int(examples["adv_pred"][name][j])) for j in range(k)]
+        labels += [f"x{0.5 / s.item():.3g}" for s in scales]
+        row_names += [name, "perturbation"]
+    return _grid_figure(cells, labels, row_names, k)
+
+
+def _heat(image: torch.Tensor, cam: torch.Tensor) -> torch.Tensor:
+    colour = torch.tensor(plt.get_cmap("jet")(cam.numpy())[..., :3], dtype=torch.float32).permute(2, 0, 1)
+    return 0.55 * image.mean(dim=0, keepdim=True).expand(3, -1, -1) + 0.45 * colour
 
 
 def gradcam_grid(examples: dict) -> Optional[bytes]:
     """Grad-CAM heat maps over the images: clean row, then one row per attack (Defendr section 6.3)."""
     if examples.get("cam_clean") is None:
         return None
-    x, names = examples["x"], [n for n, c in examples["cam_adv"].items() if c is not None]
+    x = examples["x"]
     k = x.shape[0]
-    fig, axes = plt.subplots(1 + len(names), k, figsize=(1.3 * k, 1.4 * (1 + len(names))), squeeze=False)
+    names = [n for n, c in examples["cam_adv"].items() if c is not None][:MAX_PANELS]
     rows = [("clean", x, examples["cam_clean"], examples["clean_pred"])]
     rows += [(n, examples["adv"][n], examples["cam_adv"][n], examples["adv_pred"][n]) for n in names]
-    for i, (name, images, cams, preds) in enumerate(rows):
-        for j in range(k):
-            grey = images[j].mean(dim=0)
-            axes[i][j].imshow(grey.numpy(), cmap="gray", vmin=0, vmax=1)
-            axes[i][j].imshow(cams[j].numpy(), cmap="jet", alpha=0.45, vmin=0, vmax=1)
-            axes[i][j].set_title(f"{name}: {int(preds[j])}", fontsize=7)
-            axes[i][j].axis("off")
-    return _png(fig)
+    cells, labels = [], []
+    for _, images, cams, preds in rows:
+        cells += [_heat(images[j], cams[j]) for j in range(k)]
+        labels += [str(int(preds[j])) for j in range(k)]
+    return _grid_figure(cells, labels, [r[0] for r in rows], k)
 
 
 def all_figures(results: dict, examples: Optional[dict]) -> Dict[str, bytes]:
     figures = {"accuracy_vs_eps": accuracy_vs_eps(results), "transfer": transfer_heatmap(results)}
-    for name, entry in results["attacks"].items():
-        figures[f"confusion_{name}"] = confusion(entry.get("confusion"), name)
+    figures["confusion"] = confusions(results)
     if examples is not None:
         figures["examples"] = example_grid(examples)
         figures["gradcam"] = gradcam_grid(examples)

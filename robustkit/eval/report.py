@@ -150,7 +150,7 @@ def _html(results: dict, figures: Dict[str, bytes]) -> str:
         if "per_class" in entry:
             parts += [f"<h3>Per-class robust accuracy under {html.escape(name)}</h3>",
                       _class_table(entry["per_class"], f"attacks/{name}/per_class")]
-        parts.append(_img(figures, f"confusion_{name}", f"Clean (rows) vs adversarial (columns) predictions, {name}"))
+    parts.append(_img(figures, "confusion", "Clean (rows) vs adversarial (columns) predictions"))
     parts.append(_img(figures, "examples", "Clean, adversarial and amplified perturbation (first images)"))
     parts.append(_img(figures, "gradcam", "Grad-CAM on clean and adversarial images"))
     meta = {k: results[k] for k in ("settings", "software", "device") if k in results}
