@@ -59,9 +59,9 @@ def mnist(split: str = "train", root: Optional[Union[str, pathlib.Path]] = None)
     """MNIST as float32 ``[N, 1, 28, 28]`` images in [0, 1] and int64 labels (60,000 train / 10,000 test).
 
     ``root=None`` reads the copy shipped inside robustkit; a ``root`` folder must hold the four original
-    ``.gz`` files. Each file's SHA-256 is checked against :data:`MNIST_SHA256` (a mismatch raises
-    :class:`robustkit.datasets.ChecksumError`). Decoded datasets are cached per process and shared between
-    calls, so treat them as read-only.
+    ``.gz`` files. On the first load in a process each file's SHA-256 is checked against
+    :data:`MNIST_SHA256` (a mismatch raises :class:`robustkit.datasets.ChecksumError`). Decoded datasets are
+    cached per process and shared between calls, so treat them as read-only.
 
     Example::
 
