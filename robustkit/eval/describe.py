@@ -45,7 +45,9 @@ def describe_attack(attack: Attack) -> Dict[str, Any]:
         elif isinstance(value, _SIMPLE) or _plain(value) is not None:
             params[key] = _plain(value)
     name = type(attack).__name__
-    minimal = getattr(attack, "minimal_norm", None) or MINIMAL_NORM_ATTACKS.get(name)
+    minimal = getattr(attack, "minimal_norm", None)
+    if minimal is None and name in MINIMAL_NORM_ATTACKS:
+        minimal = getattr(attack, "norm", None) or MINIMAL_NORM_ATTACKS[name]   # DeepFool also runs in L-inf
     return {"class": name, "family": name.lower(), "models": len(attack.models),
             "eps": _plain(getattr(attack, "eps", None)), "norm": _plain(getattr(attack, "norm", None)),
             "minimal_norm": minimal, "params": params}

@@ -57,9 +57,18 @@ def parse_eps(text: str, argument: str = "--eps") -> List[float]:
 # ---- attacks --------------------------------------------------------------------------------------------
 
 def _minimal_norm_attack(class_names: Sequence[str]) -> Optional[type]:
+    """The attack class under any of ``class_names`` in robustkit.attacks or one of its modules."""
     for name in class_names:
         if hasattr(A, name):
             return getattr(A, name)
+    for module_name in ATTACK_MODULES:
+        try:
+            module = importlib.import_module(f"robustkit.attacks.{module_name}")
+        except ImportError:
+            continue
+        for name in class_names:
+            if hasattr(module, name):
+                return getattr(module, name)
     return None
 
 
@@ -81,6 +90,7 @@ def _build(name: str, models: List[nn.Module], eps: Optional[float], steps: Opti
 
 #: Attacks found by name in robustkit.attacks (the minimal-norm ones by any of their class names).
 MINIMAL_NORM_CLASSES = {"deepfool": ("DeepFool",), "cw": ("CarliniWagnerL2", "CWL2", "CW")}
+ATTACK_MODULES = ("deepfool", "cw", "carlini_wagner")
 FIXED_EPS_ATTACKS = ("fgsm", "pgd", "mifgsm", "dmifgsm")
 ATTACK_NAMES = FIXED_EPS_ATTACKS + tuple(MINIMAL_NORM_CLASSES)
 
