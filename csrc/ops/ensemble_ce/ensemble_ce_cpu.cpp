@@ -10,6 +10,7 @@
 #include <limits>
 
 #include "common/checks.h"
+#include "common/cpu_vectorize.h"
 #include "ops/ensemble_ce/ensemble_ce.h"
 #include "ops/ensemble_ce/ensemble_ce_math.h"
 
@@ -22,7 +23,7 @@ constexpr const char* kOp = "ensemble_temperature_ce";
 // The two reductions of a row. `#pragma omp simd` lets gcc vectorize the float reductions (it may
 // reassociate them), which is what makes the fused op faster than the eager composition.
 template <typename scalar_t, typename acc_t>
-acc_t row_max(const scalar_t* row, int64_t num_classes) {
+RK_CPU_HOT acc_t row_max(const scalar_t* row, int64_t num_classes) {
   acc_t m = -std::numeric_limits<acc_t>::infinity();
 #pragma omp simd reduction(max : m)
   for (int64_t j = 0; j < num_classes; ++j) {
@@ -33,15 +34,14 @@ acc_t row_max(const scalar_t* row, int64_t num_classes) {
 }
 
 template <typename scalar_t, typename acc_t>
-void row_sums(const scalar_t* row, int64_t num_classes, acc_t m, acc_t inv_temperature, acc_t& sum_t,
+RK_CPU_HOT void row_sums(const scalar_t* row, int64_t num_classes, acc_t m, acc_t inv_temperature, acc_t& sum_t,
               acc_t& sum_1) {
   acc_t st = 0, s1 = 0;
 #pragma omp simd reduction(+ : st, s1)
   for (int64_t j = 0; j < num_classes; ++j) {
-    acc_t et, e1;
-    shifted_exps<acc_t>(static_cast<acc_t>(row[j]), m, inv_temperature, et, e1);
-    st += et;
-    s1 += e1;
+    const acc_t z = static_cast<acc_t>(row[j]);
+    st += exp_at_temperature<acc_t>(z, m, inv_temperature);
+    s1 += exp_at_one<acc_t>(z, m);
   }
   sum_t = st;
   sum_1 = s1;
@@ -49,7 +49,7 @@ void row_sums(const scalar_t* row, int64_t num_classes, acc_t m, acc_t inv_tempe
 
 // grad_row = g * (soft_weight/T softmax(z/T) + hard_weight softmax(z)) - g * (soft_weight/T + hard_weight) at y.
 template <typename scalar_t, typename acc_t>
-void backward_row(const scalar_t* row, scalar_t* grow, int64_t num_classes, int64_t t, acc_t m, acc_t inv_t,
+RK_CPU_HOT void backward_row(const scalar_t* row, scalar_t* grow, int64_t num_classes, int64_t t, acc_t m, acc_t inv_t,
                   acc_t log_t, acc_t log_1, acc_t gs, acc_t gh) {
 #pragma omp simd
   for (int64_t j = 0; j < num_classes; ++j) {

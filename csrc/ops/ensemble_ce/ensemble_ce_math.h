@@ -26,12 +26,16 @@ HOST_DEVICE acc_t row_loss(acc_t row_max, acc_t z_target, acc_t inv_temperature,
   return soft_weight * (margin * inv_temperature + log_sum_t) + hard_weight * (margin + log_sum_1);
 }
 
-// The two exponentials of one logit that the forward sums: exp((z-m)/T) and exp(z-m).
+// The two exponentials of one logit that the forward sums: exp((z - m) / T) and exp(z - m).
+// (Two functions rather than one with out-parameters: out-parameters stop gcc from vectorizing the loop.)
 template <typename acc_t>
-HOST_DEVICE void shifted_exps(acc_t z, acc_t row_max, acc_t inv_temperature, acc_t& exp_t, acc_t& exp_1) {
-  const acc_t shifted = z - row_max;
-  exp_t = exp_acc(shifted * inv_temperature);
-  exp_1 = exp_acc(shifted);
+HOST_DEVICE acc_t exp_at_temperature(acc_t z, acc_t row_max, acc_t inv_temperature) {
+  return exp_acc((z - row_max) * inv_temperature);
+}
+
+template <typename acc_t>
+HOST_DEVICE acc_t exp_at_one(acc_t z, acc_t row_max) {
+  return exp_acc(z - row_max);
 }
 
 // d loss_row / d z_j without the one-hot part:

@@ -7,6 +7,7 @@
 
 #include <cmath>
 
+#include "common/cpu_vectorize.h"
 #include "ops/sign_step/sign_step.h"
 #include "ops/sign_step/sign_step_math.h"
 
@@ -56,7 +57,7 @@ T update_momentum(const SampleArgs<T>& a, T inv_gnorm) {
 }
 
 template <typename T>
-void step_sample(const SampleArgs<T>& a) {
+RK_CPU_HOT void step_sample(const SampleArgs<T>& a) {
   const T inv_gnorm = a.grad_norm == GradNorm::kL1 ? inverse_norm(abs_sum(a.grad, a.n)) : T(1);
   if (a.norm == Norm::kLinf) {
     if (a.momentum != nullptr) {
