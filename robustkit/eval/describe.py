@@ -58,7 +58,7 @@ def model_fingerprint(model: nn.Module) -> Dict[str, Any]:
     digest = hashlib.sha256()
     for key, tensor in model.state_dict().items():
         digest.update(key.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
                       if tensor.numel() else b"")
     return {"class": type(model).__name__, "parameters": sum(p.numel() for p in model.parameters()),
             "sha256": digest.hexdigest()[:16]}
