@@ -1,0 +1,155 @@
+"""Gradient attacks vs torchattacks, foolbox and the model-only floor, on a trained MNIST LeNet.
+
+Checks outputs first (where the algorithms coincide), then times each method with warm-up and the
+median of interleaved repeats (interleaving spreads the noise of a shared machine over all methods).
+The floor is ``steps x`` the time of one forward pass plus the input gradient of the same model.
+
+    python bench/attacks.py [--images 256] [--repeats 5] [--threads 2]
+
+Writes bench/results/<label>/attacks.json (default label cpu-2core).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import platform
+import statistics
+import sys
+import time
+import warnings
+
+import torch
+import torch.nn.functional as F
+
+import robustkit as rk
+from robustkit.datasets import mnist
+from robustkit.models.train import trained_mnist_model
+
+RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+
+
+def correctly_classified(model, count: int):
+    test = mnist("test")
+    x, y = test[0:4 * count]
+    with torch.no_grad():
+        keep = model(x).argmax(1) == y
+    return x[keep][:count].contiguous(), y[keep][:count].contiguous()
+
+
+def floor_step(model, x):
+    """One forward pass and the input gradient: what any gradient attack must pay per step."""
+    x_var = x.detach().requires_grad_(True)
+    out = model(x_var)
+    (grad,) = torch.autograd.grad(out, x_var, grad_outputs=torch.ones_like(out))
+    return grad
+
+
+def time_interleaved(methods: dict, repeats: int, warmup: int = 1) -> dict:
+    for fn in methods.values():
+        for _ in range(warmup):
+            fn()
+    samples = {name: [] for name in methods}
+    for _ in range(repeats):
+        for name, fn in methods.items():
+            start = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(s) for name, s in samples.items()}
+
+
+def compare(a: torch.Tensor, b: torch.Tensor) -> dict:
+    diff = (a - b).abs()
+    return {"max_abs_diff": diff.max().item(), "frac_elements_over_1e-6": (diff > 1e-6).float().mean().item()}
+
+
+def bench_fixed_step(model, x, y, repeats: int) -> list:
+    import foolbox as fb
+    import torchattacks
+
+    rows = []
+    eps, alpha, steps = 0.3, 0.01, 40
+    ours = rk.attacks.PGD(model, eps=eps, step_size=alpha, steps=steps, random_start=False)
+    theirs = torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=False)
+    fmodel = fb.PyTorchModel(model, bounds=(0, 1))
+    fb_attack = fb.attacks.LinfPGD(abs_stepsize=alpha, steps=steps, random_start=False)
+    fb_run = lambda: fb_attack(fmodel, x, y, epsilons=eps)[1]  # noqa: E731  (the clipped advs)
+    check = {"torchattacks.PGD": compare(ours(x, y), theirs(x, y)), "foolbox.LinfPGD": compare(ours(x, y), fb_run())}
+    floor = lambda: [floor_step(model, x) for _ in range(steps)]  # noqa: E731
+    t = time_interleaved({"robustkit.PGD": lambda: ours(x, y), "torchattacks.PGD": lambda: theirs(x, y),
+                          "foolbox.LinfPGD": fb_run, "floor": floor}, repeats)
+    rows.append({"attack": f"PGD linf eps={eps} alpha={alpha} steps={steps} random_start=False", "seconds": t,
+                 "check": check})
+
+    steps_mi = 10
+    ours_mi = rk.attacks.MIFGSM(model, eps=eps, step_size=eps / steps_mi, steps=steps_mi, decay=1.0)
+    theirs_mi = torchattacks.MIFGSM(model, eps=eps, alpha=eps / steps_mi, steps=steps_mi, decay=1.0)
+    check_mi = {"torchattacks.MIFGSM": compare(ours_mi(x, y), theirs_mi(x, y))}
+    floor_mi = lambda: [floor_step(model, x) for _ in range(steps_mi)]  # noqa: E731
+    t_mi = time_interleaved({"robustkit.MIFGSM": lambda: ours_mi(x, y), "torchattacks.MIFGSM": lambda: theirs_mi(x, y),
+                             "floor": floor_mi}, repeats)
+    rows.append({"attack": f"MI-FGSM eps={eps} alpha={eps / steps_mi:.3g} steps={steps_mi} decay=1", "seconds": t_mi,
+                 "check": check_mi})
+    return rows
+
+
+def bench_early_stop(model, x, y, repeats: int, eps: float) -> dict:
+    import torchattacks
+
+    alpha, steps = 0.01, 40
+    ours = rk.attacks.PGD(model, eps=eps, step_size=alpha, steps=steps, random_start=False, early_stop=True)
+    full = rk.attacks.PGD(model, eps=eps, step_size=alpha, steps=steps, random_start=False)
+    theirs = torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=False)
+    res = ours.run(x, y)
+    with torch.no_grad():
+        robust_theirs = (model(theirs(x, y)).argmax(1) == y).float().mean().item()
+    robust = {"robustkit.PGD(early_stop)": 1 - res.success.float().mean().item(),
+              "robustkit.PGD(fixed)": 1 - full.run(x, y).success.float().mean().item(),
+              "torchattacks.PGD": robust_theirs}
+    t = time_interleaved({"robustkit.PGD(early_stop)": lambda: ours.run(x, y),
+                          "torchattacks.PGD": lambda: theirs(x, y)}, repeats)
+    return {"attack": f"PGD linf eps={eps} alpha={alpha} steps={steps}, early stop", "seconds": t,
+            "robust_accuracy": robust, "mean_steps_used": res.steps.float().mean().item()}
+
+
+def print_table(rows: list, images: int) -> None:
+    print(f"\n{'attack':58s} {'method':28s} {'img/s':>9s} {'vs torchattacks':>16s} {'vs floor':>9s}")
+    for row in rows:
+        t = row["seconds"]
+        base = next((v for k, v in t.items() if k.startswith("torchattacks")), None)
+        for name, sec in t.items():
+            vs_base = f"{base / sec:.3f}x" if base else ""
+            vs_floor = f"{t['floor'] / sec:.3f}" if "floor" in t else ""
+            print(f"{row['attack']:58s} {name:28s} {images / sec:9.0f} {vs_base:>16s} {vs_floor:>9s}")
+        for key in ("check", "robust_accuracy"):
+            if key in row:
+                print(f"    {key}: {json.dumps(row[key])}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--label", default="cpu-2core")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore", category=UserWarning, module="foolbox")
+    model = trained_mnist_model("lenet", progress=False)
+    for p in model.parameters():  # as users load models: parameters keep requires_grad=True
+        p.requires_grad_(True)
+    x, y = correctly_classified(model, args.images)
+    rows = bench_fixed_step(model, x, y, args.repeats)
+    rows += [bench_early_stop(model, x, y, args.repeats, eps) for eps in (0.3, 0.1)]
+    print_table(rows, x.shape[0])
+    out = RESULTS / args.label / "attacks.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({
+        "command": "python " + " ".join(sys.argv), "images": x.shape[0], "threads": args.threads,
+        "model": "trained_mnist_model('lenet')", "torch": torch.__version__, "machine": platform.machine(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rows": rows}, indent=2))
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()
