@@ -10,3 +10,7 @@ from robustkit.attacks.mifgsm import DMIFGSM, MIFGSM
 from robustkit.attacks.pgd import PGD
 
 __all__ += ["FGSM", "IFGSM", "BIM", "PGD", "MIFGSM", "DMIFGSM"]
+
+from robustkit.attacks.gap import GAP
+
+__all__ += ["GAP"]

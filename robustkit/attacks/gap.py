@@ -1,0 +1,206 @@
+"""Generative adversarial perturbations (GAP; Poursaeed, Katsman, Gao and Belongie, CVPR 2018), the black-box
+attacker of the retraining seed (Thakur et al., Sec. 3.2.1, Fig. 2).
+
+A ResNet generator ``f_theta`` is trained against a fixed classifier:
+
+* ``mode="universal"``: its input is one fixed pattern ``z ~ U[0, 1]``; its output is scaled to the L-inf
+  budget, ``delta = eps * f(z) / ||f(z)||_inf``, and the same ``delta`` is added to every image
+  (``x_adv = clip(x + delta, 0, 1)``).
+* ``mode="image"``: its input is the image itself and each image gets its own ``delta = eps * f(x) /
+  ||f(x)||_inf`` (image-dependent perturbations).
+
+Losses (as in GAP's Sec. 3.1): non-targeted, ``log CE(model(x_adv), least_likely(model(x)))`` which pushes
+every image toward the class the model finds least likely; targeted, ``log CE(model(x_adv), target)``. The
+logarithm keeps the gradient large once the cross-entropy is small. The classifier is never modified.
+
+Example::
+
+    gap = GAP(model, eps=10 / 255).fit(train_loader, epochs=2)
+    x_adv = gap(x)                        # or gap.run(x, y) for an AttackResult
+    gap.save("gap.pt"); GAP(model).load("gap.pt")
+"""
+from __future__ import annotations
+
+import os
+from typing import Iterable, Optional, Union
+
+import torch
+from torch import Tensor, nn
+
+from robustkit.attacks._gap_generator import ResnetGenerator
+from robustkit.attacks.base import Attack, AttackResult
+from robustkit.attacks.targets import TargetSpec
+
+MODES = ("universal", "image")
+
+
+class GAP(Attack):
+    """Generative adversarial perturbations (Poursaeed et al. 2018).
+
+    Args:
+        model: the classifier (images in [0, 1] -> logits); only its input gradient is used.
+        eps: L-inf budget in [0, 1] pixel units (the seed's "L-inf = 10" on 0-255 images is ``10 / 255``).
+        mode: ``"universal"`` (one perturbation for all images) or ``"image"`` (one per image).
+        target: None for the non-targeted attack, or a class index for a targeted generator.
+        width, blocks: generator size (see :class:`ResnetGenerator`).
+        seed: seeds the generator's initial weights, the fixed input pattern and the data order.
+    """
+
+    def __init__(self, model: nn.Module, eps: float = 10 / 255, mode: str = "universal",
+                 target: Optional[int] = None, *, width: int = 32, blocks: int = 6, seed: int = 0,
+                 amp: bool = False, batch_size: Optional[int] = None):
+        super().__init__(model, amp=amp, batch_size=batch_size, seed=seed)
+        if not (isinstance(eps, (int, float)) and 0 < eps <= 1):
+            raise ValueError(f"GAP: eps must be in (0, 1] (pixel units), got {eps!r}")
+        if mode not in MODES:
+            raise ValueError(f"GAP: mode must be one of {MODES}, got {mode!r}")
+        if target is not None and (isinstance(target, bool) or not isinstance(target, int) or target < 0):
+            raise ValueError(f"GAP: target must be None or a class index >= 0, got {target!r}")
+        self.eps, self.mode, self.target = float(eps), mode, target
+        self.width, self.blocks = width, blocks
+        self.generator: Optional[ResnetGenerator] = None
+        self.noise: Optional[Tensor] = None  # [1, C, H, W] fixed input pattern (universal mode)
+        self.perturbation: Optional[Tensor] = None  # [1, C, H, W] the universal delta after fit
+
+    # ---- training ---------------------------------------------------------------------------------------
+    def fit(self, loader: Iterable, epochs: int = 1, lr: float = 2e-4, *, progress: bool = True) -> "GAP":
+        """Trains the generator on ``loader`` (batches of images, or ``(images, labels)``; labels are not
+        used) with Adam(lr, betas=(0.5, 0.999)) as in GAP; returns ``self``."""
+        if epochs < 1 or lr <= 0:
+            raise ValueError(f"GAP.fit: epochs must be >= 1 and lr > 0, got {epochs}, {lr}")
+        from tqdm.auto import tqdm
+
+        self._warn_training_mode()
+        optimizer = None
+        for epoch in range(epochs):
+            total = len(loader) if hasattr(loader, "__len__") else None
+            bar = tqdm(loader, total=total, desc=f"GAP epoch {epoch + 1}/{epochs}", disable=not progress,
+                       leave=False)
+            for batch in bar:
+                x = batch[0] if isinstance(batch, (tuple, list)) else batch
+                self._check_images(x)
+                if self.generator is None:
+                    self._build(x)
+                if optimizer is None:
+                    optimizer = torch.optim.Adam(self.generator.parameters(), lr=lr, betas=(0.5, 0.999))
+                loss, fooled = self._step(x)
+                optimizer.zero_grad(set_to_none=True)
+                params = [p for p in self.generator.parameters()]
+                # grads of the generator only: the classifier's .grad fields are never touched
+                grads = torch.autograd.grad(loss, params)
+                for p, g in zip(params, grads):
+                    p.grad = g
+                optimizer.step()
+                bar.set_postfix(loss=f"{loss.item():.3f}", fooled=f"{fooled:.2f}")
+        if self.generator is None:
+            raise ValueError("GAP.fit: loader yielded no batches")
+        self.generator.eval()
+        if self.mode == "universal":
+            with torch.no_grad():
+                self.perturbation = self._scaled(self._generate_universal(train=True))
+        return self
+
+    def _step(self, x: Tensor) -> tuple[Tensor, float]:
+        self.generator.train()
+        with torch.no_grad():
+            clean_logits = self.predict(x)
+        if self.target is None:
+            goal = clean_logits.argmin(dim=1)
+        else:
+            goal = torch.full((x.shape[0],), self.target, dtype=torch.int64, device=x.device)
+        delta = self._scaled(self._generate_universal(train=True) if self.mode == "universal"
+                             else self.generator(x * 2 - 1))
+        logits = self.member_logits(self._apply(x, delta))[0]
+        loss = torch.log(nn.functional.cross_entropy(logits, goal) + 1e-12)
+        pred = logits.argmax(dim=1)
+        fooled = (pred == goal) if self.target is not None else (pred != clean_logits.argmax(dim=1))
+        return loss, fooled.float().mean().item()
+
+    # ---- attacking --------------------------------------------------------------------------------------
+    def perturb(self, x: Tensor) -> Tensor:
+        """``x_adv = clip(x + delta, 0, 1)`` with ``||x_adv - x||_inf <= eps``."""
+        self._check_fitted()
+        self._check_images(x)
+        with torch.no_grad():
+            if self.mode == "universal":
+                delta = self.perturbation.to(x.device, x.dtype)
+            else:
+                delta = self._scaled(self.generator(x * 2 - 1))
+            return self._apply(x, delta)
+
+    def __call__(self, x: Tensor, y: Optional[Tensor] = None, target: TargetSpec = None) -> Tensor:
+        """Adversarial images for ``x``; labels are not needed (GAP never looks at them)."""
+        return self.perturb(x)
+
+    def run(self, x: Tensor, y: Tensor, target: TargetSpec = None) -> AttackResult:
+        """As :meth:`Attack.run`; a generator trained with ``target=c`` reports targeted success for ``c``."""
+        if target is None and self.target is not None:
+            target = torch.full_like(y, self.target)
+        return super().run(x, y, target=target)
+
+    def _run_batch(self, x: Tensor, y: Tensor, target: Optional[Tensor]) -> AttackResult:
+        adv = self.perturb(x)
+        return self.make_result(x, adv, y, target, steps=torch.ones_like(y))
+
+    # ---- persistence ------------------------------------------------------------------------------------
+    def save(self, path: Union[str, os.PathLike]) -> None:
+        """Writes the generator weights, the fixed noise pattern, the universal perturbation and the config."""
+        self._check_fitted()
+        torch.save({"config": {"eps": self.eps, "mode": self.mode, "target": self.target, "width": self.width,
+                               "blocks": self.blocks, "image_shape": list(self.noise.shape[1:])},
+                    "generator": self.generator.state_dict(), "noise": self.noise.cpu(),
+                    "perturbation": None if self.perturbation is None else self.perturbation.cpu()}, path)
+
+    def load(self, path: Union[str, os.PathLike]) -> "GAP":
+        """Restores a generator written by :meth:`save` (its config replaces this instance's); returns self."""
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        cfg = state["config"]
+        self.eps, self.mode, self.target = cfg["eps"], cfg["mode"], cfg["target"]
+        self.width, self.blocks = cfg["width"], cfg["blocks"]
+        self._build(torch.zeros(1, *cfg["image_shape"], device=self._device()))
+        self.generator.load_state_dict(state["generator"])
+        self.generator.eval()
+        self.noise = state["noise"].to(self._device())
+        self.perturbation = None if state["perturbation"] is None else state["perturbation"].to(self._device())
+        return self
+
+    # ---- internals --------------------------------------------------------------------------------------
+    def _build(self, x: Tensor) -> None:
+        channels = x.shape[1]
+        generator = torch.Generator().manual_seed(self.seed or 0)
+        self.noise = torch.rand(1, *x.shape[1:], generator=generator).to(x.device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed or 0)
+            self.generator = ResnetGenerator(channels, channels, self.width, self.blocks).to(x.device)
+
+    def _generate_universal(self, train: bool) -> Tensor:
+        self.generator.train(train)
+        return self.generator(self.noise * 2 - 1)
+
+    def _scaled(self, raw: Tensor) -> Tensor:
+        """Scales each sample's raw output so its L-inf norm is exactly ``eps``."""
+        peak = raw.detach().flatten(1).abs().amax(dim=1).clamp_min(1e-12).view(-1, *([1] * (raw.dim() - 1)))
+        return (raw * (self.eps / peak)).clamp(-self.eps, self.eps)
+
+    def _apply(self, x: Tensor, delta: Tensor) -> Tensor:
+        return (x + delta).clamp(0, 1)
+
+    def _device(self) -> torch.device:
+        for p in self.model.parameters():
+            return p.device
+        return torch.device("cpu")
+
+    def _check_images(self, x: Tensor) -> None:
+        if not isinstance(x, Tensor) or not x.is_floating_point() or x.dim() != 4:
+            got = f"{x.dtype} {list(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"GAP: images must be a float [B, C, H, W] tensor in [0, 1], got {got}")
+        if x.numel() and (x.min() < 0 or x.max() > 1):
+            raise ValueError("GAP: images must hold pixel values in [0, 1]")
+        if self.noise is not None and tuple(x.shape[1:]) != tuple(self.noise.shape[1:]):
+            raise ValueError(f"GAP: the generator was built for images of shape {list(self.noise.shape[1:])}, "
+                             f"got {list(x.shape[1:])}")
+
+    def _check_fitted(self) -> None:
+        if self.generator is None:
+            raise RuntimeError("GAP: call fit(loader) or load(path) first")
+
