@@ -1,4 +1,5 @@
 """Defenses: the PCA + k-NN true-label generator and retraining with labelled adversarial images."""
 from robustkit.defenses.labeler import KNNLabeler
+from robustkit.defenses.retrain import Retrainer, RetrainingReport
 
-__all__ = ["KNNLabeler"]
+__all__ = ["KNNLabeler", "Retrainer", "RetrainingReport"]
