@@ -6,7 +6,8 @@ from robustkit import attacks
 from robustkit import datasets
 from robustkit import models
 from robustkit import eval
+from robustkit import defenses
 from robustkit.attacks import Normalize
 from robustkit._ext import build_info
 
-__all__ = ["__version__", "ops", "attacks", "datasets", "models", "eval", "Normalize", "build_info"]
+__all__ = ["__version__", "ops", "attacks", "datasets", "models", "eval", "defenses", "Normalize", "build_info"]
