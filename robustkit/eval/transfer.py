@@ -38,7 +38,7 @@ def run_transfer(sources: Mapping[str, nn.Module], targets: Mapping[str, nn.Modu
         folder = out / _folder_name(name)
         results = evaluate(source, data, {"attack": attack}, out=folder, transfer_to=dict(targets),
                            only_correct=only_correct, correct_for=[m for m in every_model if m is not source],
-                           model_name=name, metrics=("transfer",), report=False, **evaluate_kwargs)
+                           model_name=name, metrics=("transfer",), report=False, examples=0, **evaluate_kwargs)
         entry = results["attacks"]["attack"]
         attack_meta = entry["attack"]
         rows.append([entry["transfer"][t] for t in targets])

@@ -10,7 +10,7 @@ class OneStepSign(Attack):
     """FGSM with an optional random start drawn from the attack's seeded generator:
     ``x' = clip(x + u + eps sign(grad_x CE(f(x + u), y)))`` with ``u ~ U[-eps/2, eps/2]`` when ``random_start``."""
 
-    def __init__(self, model, *, eps=0.1, random_start=False, **kw):
+    def __init__(self, model=None, *, eps=0.1, random_start=False, **kw):
         super().__init__(model, **kw)
         self.eps = eps
         self.norm = "linf"
@@ -22,7 +22,8 @@ class OneStepSign(Attack):
             noise = torch.rand(x.shape, generator=self._generator, device=x.device) - 0.5
             start = (x + self.eps * noise).clamp(0, 1)
         x_var = start.clone().requires_grad_(True)
-        loss = F.cross_entropy(self.member_logits(x_var)[0], y if target is None else target)
+        logits = torch.stack(self.member_logits(x_var)).mean(dim=0)     # an ensemble attacks its mean logits
+        loss = F.cross_entropy(logits, y if target is None else target)
         (grad,) = torch.autograd.grad(loss, x_var)
         sign = grad.sign() if target is None else -grad.sign()
         adv = (start + self.eps * sign).clamp(0, 1)
