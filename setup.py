@@ -50,7 +50,7 @@ def build_extension():
     cpu_sources = ["csrc/robustkit.cpp"] + sources("csrc/ops/*/*_cpu.cpp")
     # -fno-trapping-math lets gcc if-convert (and so vectorize) the clamps in the hot loops; no code here
     # relies on floating-point exceptions.
-    cxx = ["-O3", "-std=c++17", "-fopenmp", "-fno-trapping-math"]
+    cxx = ["-O3", "-fopenmp", "-fno-trapping-math"]  # the C++ standard is the one torch asks for
     define_macros = [("ROBUSTKIT_TORCH_VERSION", f"\"{torch.__version__}\"")]
     kwargs = dict(include_dirs=[os.path.join(ROOT, "csrc")], extra_link_args=["-fopenmp"])
     if with_cuda:
@@ -59,7 +59,7 @@ def build_extension():
         cuda_sources = sources("csrc/ops/*/*_cuda.cpp") + sources("csrc/ops/*/*_kernel.cu")
         ext = CUDAExtension(
             "robustkit._C", cpu_sources + cuda_sources, define_macros=define_macros,
-            extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "-std=c++17", "--use_fast_math"]}, **kwargs)
+            extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "--use_fast_math"]}, **kwargs)
     else:
         ext = CppExtension("robustkit._C", cpu_sources, define_macros=define_macros,
                            extra_compile_args={"cxx": cxx}, **kwargs)
