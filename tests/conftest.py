@@ -55,7 +55,14 @@ def mnist_lenet(request):
     cache_dir = None
     if "ROBUSTKIT_CACHE" not in os.environ and request.config.cache is not None:
         cache_dir = request.config.cache.mkdir("robustkit-models")
-    model = trained_mnist_model("lenet", seed=0, cache_dir=cache_dir, progress=False)
+    # Training runs ~1000 small batches; with 2 intra-op threads on a busy 2-core machine each op's OpenMP
+    # sync turned 12 ms steps into 0.5-1.4 s ones (measured), so the one-off training runs on one thread.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model = trained_mnist_model("lenet", seed=0, cache_dir=cache_dir, progress=False)
+    finally:
+        torch.set_num_threads(threads)
     x, y = mnist("test")[:1024]
     with torch.no_grad():
         correct = (model(x).argmax(dim=1) == y).nonzero().squeeze(1)[:256]

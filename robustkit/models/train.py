@@ -145,7 +145,8 @@ def trained_mnist_model(name: str = "lenet", *, seed: int = 0, width: Optional[i
 
     Trained weights are cached as a state dict under ``cache_dir`` (default :func:`default_cache_dir`),
     keyed by name, width, seed, epochs, the robustkit version and the training recipe, so later calls load
-    instead of training. The default LeNet (1 epoch) reaches about 98.8% test accuracy.
+    instead of training. Measured after 1 epoch (MNIST test accuracy; CPU seconds on one thread):
+    LeNet 98.6-98.8% over seeds 0-2 (11-20 s), MLP 96.6% (4 s), VGGSmall 98.4% (77 s), ConvNet 98.3% (88 s).
     """
     if name not in MNIST_MODELS:
         raise ValueError(f"name must be one of {sorted(MNIST_MODELS)}, got {name!r}")
