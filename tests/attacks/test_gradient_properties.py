@@ -216,3 +216,19 @@ def test_amp_runs_and_keeps_float32_perturbation():
     res = MIFGSM(m, eps=0.1, steps=3, amp=True).run(x, y)
     assert res.adv.dtype == torch.float32
     assert bool(((res.adv - x).abs() <= 0.1 + 1e-6).all()) and bool((res.adv != x).any())
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("make", [
+    lambda m: PGD(m, eps=0.1, step_size=0.02, steps=5, random_start=False),
+    lambda m: PGD(m, eps=1.0, step_size=0.3, steps=5, norm="l2", random_start=False),
+    lambda m: DMIFGSM([m, m], eps=0.1, steps=5),
+])
+def test_cuda_matches_cpu(make):
+    m = tiny_cnn(dtype=torch.float64)
+    x, y = tiny_batch(batch=16, dtype=torch.float64)
+    t = other_class(y)
+    on_cpu = make(m).run(x, y, target=t)
+    on_gpu = make(m.cuda()).run(x.cuda(), y.cuda(), target=t.cuda())
+    torch.testing.assert_close(on_gpu.adv.cpu(), on_cpu.adv, atol=1e-6, rtol=0)
+    assert torch.equal(on_gpu.success.cpu(), on_cpu.success)
