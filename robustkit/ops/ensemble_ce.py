@@ -131,3 +131,12 @@ def _backward(ctx, grad_loss, _grad_row_stats):
 
 
 torch.library.register_autograd("robustkit::ensemble_temperature_ce", _backward, setup_context=_setup_context)
+
+
+def _double_backward(ctx, grad_grad_logits):
+    raise RuntimeError("robustkit::_ensemble_temperature_ce_backward: double backward (gradients of the "
+                       "gradient) of ensemble_temperature_ce is not supported")
+
+
+torch.library.register_autograd("robustkit::_ensemble_temperature_ce_backward", _double_backward,
+                                setup_context=lambda ctx, inputs, output: None)

@@ -28,9 +28,10 @@ HOST_DEVICE T clamp_to(T v, T lo, T hi) {
   return v < lo ? lo : (v > hi ? hi : v);
 }
 
+// 1 / max(norm, kMinNorm); a NaN norm stays NaN so that a NaN gradient cannot turn into a huge step.
 template <typename T>
 HOST_DEVICE T inverse_norm(T norm) {
-  return norm > T(kMinNorm) ? T(1) / norm : T(1) / T(kMinNorm);
+  return norm > T(kMinNorm) ? T(1) / norm : (norm == norm ? T(1) / T(kMinNorm) : norm);
 }
 
 template <typename T>

@@ -1,0 +1,166 @@
+"""robustkit.ops.ensemble_temperature_ce against the float64 spec (robustkit/ops/reference.py) and the
+naive per-sample implementation (tests/reference/fused_ops.py)."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import robustkit.ops as ops
+from robustkit.ops import reference
+from tests.conftest import devices
+from tests.reference.fused_ops import naive_ensemble_ce, naive_ensemble_ce_grad
+
+# (K, B, C): one model, odd batch sizes, C = 10 and 1000, up to 8 models, a batch of one.
+SHAPES = [(1, 1, 10), (1, 7, 10), (3, 5, 1000), (8, 3, 10), (4, 1, 1000)]
+HYPER = [dict(temperature=1.0, soft_weight=1.0, hard_weight=0.0),
+         dict(temperature=16.0, soft_weight=1.0, hard_weight=1.0),
+         dict(temperature=0.5, soft_weight=0.3, hard_weight=2.0)]
+# Tolerances for float32 / float64 outputs against the float64 reference; half precision is bounded
+# by PyTorch's own error in that precision instead (see test_half_precision_error_bounded_by_pytorchs).
+TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.float64: dict(rtol=1e-10, atol=1e-10)}
+
+
+def make_case(shape, device, dtype=torch.float32, scale=3.0, layout="contiguous", seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    num_models, batch, num_classes = shape
+    z = torch.randn(shape, generator=gen, dtype=torch.float64) * scale
+    y = torch.randint(0, num_classes, (batch,), generator=gen)
+    if layout == "permuted":  # same values, [K, B, C] view of a [B, K, C] buffer
+        z = z.permute(1, 0, 2).contiguous().permute(1, 0, 2)
+    return z.to(device=device, dtype=dtype), y.to(device)
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("hyper", HYPER)
+@pytest.mark.parametrize("layout", ["contiguous", "permuted"])
+def test_forward_and_backward_match_references(device, dtype, shape, hyper, layout):
+    z, y = make_case(shape, device, dtype, layout=layout, seed=hash((shape, layout)) % 1000)
+    z.requires_grad_(True)
+    loss = ops.ensemble_temperature_ce(z, y, reduction="none", **hyper)
+    assert loss.shape == (shape[1],) and loss.dtype == dtype
+    spec = reference.ensemble_temperature_ce(z.detach().cpu(), y.cpu(), **hyper)
+    torch.testing.assert_close(loss.detach().cpu().double(), spec, **TOL[dtype])
+    torch.testing.assert_close(spec, naive_ensemble_ce(z.detach().cpu(), y.cpu(), **hyper), rtol=1e-12, atol=1e-12)
+
+    grad_loss = torch.rand(shape[1], dtype=dtype, device=device) + 0.5
+    (grad,) = torch.autograd.grad(loss, z, grad_loss)
+    spec_grad = reference.ensemble_temperature_ce_grad(z.detach().cpu(), y.cpu(), grad_loss.cpu(), **hyper)
+    torch.testing.assert_close(grad.cpu().double(), spec_grad, **TOL[dtype])
+    naive = naive_ensemble_ce_grad(z.detach().cpu(), y.cpu(), **hyper) * grad_loss.cpu().double().view(1, -1, 1)
+    torch.testing.assert_close(spec_grad, naive, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_error_bounded_by_pytorchs(device, dtype):
+    shape = (4, 33, 1000)
+    z64, y = make_case(shape, device, torch.float64, seed=3)
+    z_low = z64.to(dtype)
+    exact = reference.ensemble_temperature_ce(z_low.double().cpu(), y.cpu(), temperature=4.0, hard_weight=1.0)
+    ours = ops.ensemble_temperature_ce(z_low, y, temperature=4.0, hard_weight=1.0, reduction="none")
+    # PyTorch's own error for the same loss computed in this precision.
+    eager = sum(F.cross_entropy(z_low[k] / 4.0, y, reduction="none") + F.cross_entropy(z_low[k], y, reduction="none")
+                for k in range(shape[0]))
+    our_err = (ours.double().cpu() - exact).abs().max()
+    torch_err = (eager.double().cpu() - exact).abs().max()
+    assert our_err <= 2 * torch_err + 1e-3, (our_err, torch_err)
+
+    z_req = z_low.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(ops.ensemble_temperature_ce(z_req, y, temperature=4.0, hard_weight=1.0,
+                                                           reduction="sum"), z_req)
+    z_eager = z_low.clone().requires_grad_(True)
+    eager = sum(F.cross_entropy(z_eager[k] / 4.0, y, reduction="sum") + F.cross_entropy(z_eager[k], y, reduction="sum")
+                for k in range(shape[0]))
+    (g_eager,) = torch.autograd.grad(eager, z_eager)
+    exact_g = reference.ensemble_temperature_ce_grad(z_low.double().cpu(), y.cpu(), torch.ones(shape[1]),
+                                                     temperature=4.0, hard_weight=1.0)
+    assert g.dtype == dtype
+    assert (g.double().cpu() - exact_g).abs().max() <= 2 * (g_eager.double().cpu() - exact_g).abs().max() + 1e-4
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("temperature", [1e-2, 1.0, 1e3])
+def test_stable_for_huge_logits_and_extreme_temperatures(device, temperature):
+    z, y = make_case((2, 9, 10), device, torch.float32, scale=1.0, seed=5)
+    z = (z / z.abs().amax()) * 1e4  # |z| up to 1e4
+    z.requires_grad_(True)
+    loss = ops.ensemble_temperature_ce(z, y, temperature=temperature, hard_weight=1.0, reduction="none")
+    (grad,) = torch.autograd.grad(loss.sum(), z)
+    assert torch.isfinite(loss).all() and torch.isfinite(grad).all()
+    spec = reference.ensemble_temperature_ce(z.detach().double().cpu(), y.cpu(), temperature=temperature, hard_weight=1.0)
+    torch.testing.assert_close(loss.detach().double().cpu(), spec, rtol=1e-5, atol=1e-2)
+
+
+@pytest.mark.parametrize("device", devices())
+def test_list_input_reductions_and_logit_fusion(device):
+    z, y = make_case((3, 6, 10), device, seed=7)
+    per_sample = ops.ensemble_temperature_ce(z, y, temperature=2.0, reduction="none")
+    torch.testing.assert_close(ops.ensemble_temperature_ce(list(z), y, temperature=2.0, reduction="none"), per_sample)
+    torch.testing.assert_close(ops.ensemble_temperature_ce(z, y, temperature=2.0, reduction="sum"), per_sample.sum())
+    torch.testing.assert_close(ops.ensemble_temperature_ce(z, y, temperature=2.0), per_sample.mean())
+    # fuse in logits (Dong et al.): CE at T of the weighted average of the K logits
+    w = torch.tensor([0.5, 0.3, 0.2])
+    fused = ops.ensemble_temperature_ce(z, y, temperature=2.0, fusion="logits", weights=w, reduction="none")
+    averaged = (w.to(device).view(3, 1, 1) * z).sum(0)
+    torch.testing.assert_close(fused, F.cross_entropy(averaged / 2.0, y, reduction="none"))
+
+
+def test_empty_batch():
+    z = torch.randn(2, 0, 10, requires_grad=True)
+    loss = ops.ensemble_temperature_ce(z, torch.zeros(0, dtype=torch.long), reduction="none")
+    assert loss.shape == (0,)
+    (grad,) = torch.autograd.grad(loss.sum(), z)
+    assert grad.shape == z.shape
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_gradcheck_float64(seed):
+    z, y = make_case((3, 4, 7), "cpu", torch.float64, seed=seed)
+    z.requires_grad_(True)
+    fn = lambda t: ops.ensemble_temperature_ce(t, y, temperature=2.5, soft_weight=0.7, hard_weight=1.3,
+                                               reduction="none")
+    assert torch.autograd.gradcheck(fn, (z,))
+
+
+def test_double_backward_is_a_clear_error():
+    z, y = make_case((1, 3, 5), "cpu", torch.float64)
+    z.requires_grad_(True)
+    (g,) = torch.autograd.grad(ops.ensemble_temperature_ce(z, y), z, create_graph=True)
+    with pytest.raises(RuntimeError, match="robustkit::_ensemble_temperature_ce_backward"):
+        torch.autograd.grad(g.sum(), z)
+
+
+@pytest.mark.parametrize("device", devices())
+def test_opcheck(device):
+    z, y = make_case((2, 5, 10), device, seed=11)
+    torch.library.opcheck(torch.ops.robustkit.ensemble_temperature_ce.default,
+                          (z.requires_grad_(True), y, 2.0, 1.0, 0.5))
+    loss, stats = torch.ops.robustkit.ensemble_temperature_ce(z.detach(), y, 2.0, 1.0, 0.5)
+    torch.library.opcheck(torch.ops.robustkit._ensemble_temperature_ce_backward.default,
+                          (torch.ones_like(loss), z.detach(), y, stats, 2.0, 1.0, 0.5))
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(logits=torch.randn(3, 7)), r"logits must be a 3-D \[K, B, C\] tensor, got shape \[3, 7\]"),
+    (dict(logits=torch.randint(0, 5, (1, 2, 5))), "logits must be a floating-point tensor"),
+    (dict(target=torch.tensor([0, 5])), r"target\[1\] = 5 is out of range \[0, 5\)"),
+    (dict(target=torch.tensor([0, -1])), r"target\[1\] = -1 is out of range"),
+    (dict(target=torch.tensor([0.0, 1.0])), "target must be Long"),
+    (dict(target=torch.tensor([0, 1, 2])), r"target must be \[B\] with B = logits.size\(1\) = 2"),
+    (dict(temperature=0.0), "temperature must be a finite number > 0"),
+    (dict(temperature=-1.0), "temperature must be a finite number > 0"),
+    (dict(reduction="avg"), "reduction must be one of"),
+    (dict(logits=[torch.randn(2, 5), torch.randn(3, 5)]), r"logits\[1\] has shape \[3, 5\]"),
+])
+def test_bad_input_names_the_argument(bad, match):
+    args = dict(logits=torch.randn(1, 2, 5), target=torch.tensor([0, 1]), temperature=1.0, reduction="none")
+    args.update(bad)
+    with pytest.raises((RuntimeError, ValueError, TypeError), match=match):
+        ops.ensemble_temperature_ce(args.pop("logits"), args.pop("target"), **args)
+
+
+@pytest.mark.cuda
+def test_mismatched_devices():
+    with pytest.raises(RuntimeError, match="logits and target must be on the same device"):
+        ops.ensemble_temperature_ce(torch.randn(1, 2, 5, device="cuda"), torch.tensor([0, 1]))

@@ -1,0 +1,148 @@
+"""robustkit.ops.sign_momentum_step against the float64 spec and the naive per-sample implementation."""
+import math
+
+import pytest
+import torch
+
+import robustkit.ops as ops
+from robustkit.ops import reference
+from tests.conftest import devices
+from tests.reference.fused_ops import naive_sign_momentum_step
+
+TOL = {torch.float32: dict(rtol=1e-6, atol=2e-6), torch.float64: dict(rtol=1e-12, atol=1e-12)}
+
+
+def make_case(shape, device, dtype, layout, seed, per_sample=False):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(shape, generator=gen, dtype=torch.float64)
+    x_adv = (x + 0.03 * torch.randn(shape, generator=gen, dtype=torch.float64)).clamp(0, 1)
+    grad = torch.randn(shape, generator=gen, dtype=torch.float64)
+    momentum = torch.randn(shape, generator=gen, dtype=torch.float64) * 1e-3
+    tensors = [t.to(device=device, dtype=dtype) for t in (x_adv, x, grad, momentum)]
+    if layout == "channels_last":
+        tensors = [t.contiguous(memory_format=torch.channels_last) for t in tensors]
+    elif layout == "non_contiguous":  # every other column of a wider buffer
+        tensors = [torch.cat([t, t], dim=-1)[..., ::2] for t in tensors]
+        assert not tensors[0].is_contiguous()
+    batch = shape[0]
+    if per_sample:
+        step = (torch.rand(batch, generator=gen, dtype=torch.float64) * 0.02 + 0.005).to(device=device, dtype=dtype)
+        eps = (torch.rand(batch, generator=gen, dtype=torch.float64) * 0.05 + 0.01).to(device=device, dtype=dtype)
+    else:
+        step, eps = 0.01, 0.03
+    return tensors, step, eps
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+@pytest.mark.parametrize("grad_norm, decay, with_momentum", [("l1", 1.0, True), ("none", 0.0, True),
+                                                             ("l1", 0.0, False), ("none", 0.5, True)])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "non_contiguous"])
+@pytest.mark.parametrize("shape", [(1, 3, 5, 4), (5, 3, 8, 7)])
+def test_matches_references(device, dtype, norm, grad_norm, decay, with_momentum, layout, shape):
+    per_sample = shape[0] == 5 and layout == "contiguous"
+    (x_adv, x, grad, momentum), step, eps = make_case(shape, device, dtype, layout, seed=shape[0], per_sample=per_sample)
+    if not with_momentum:
+        momentum = None
+    kwargs = dict(step_size=step, eps=eps, decay=decay, grad_norm=grad_norm, norm=norm)
+    spec_x, spec_m = reference.sign_momentum_step(x_adv.cpu(), x.cpu(), grad.cpu(),
+                                                  None if momentum is None else momentum.cpu(),
+                                                  **{k: v.cpu() if torch.is_tensor(v) else v for k, v in kwargs.items()})
+    naive_x, naive_m = naive_sign_momentum_step(x_adv.cpu(), x.cpu(), grad.cpu(),
+                                                None if momentum is None else momentum.cpu(),
+                                                step.cpu() if torch.is_tensor(step) else step,
+                                                eps.cpu() if torch.is_tensor(eps) else eps, decay, grad_norm, norm, (0.0, 1.0))
+    torch.testing.assert_close(spec_x, naive_x, rtol=1e-12, atol=1e-12)
+
+    strides = x_adv.stride()
+    out_x, out_m = ops.sign_momentum_step(x_adv, x, grad, momentum, **kwargs)
+    assert out_x is x_adv and out_m is momentum and x_adv.stride() == strides  # in place, layout kept
+    torch.testing.assert_close(x_adv.cpu().double(), spec_x, **TOL[dtype])
+    if momentum is not None:
+        torch.testing.assert_close(momentum.cpu().double(), spec_m, **TOL[dtype])
+        torch.testing.assert_close(spec_m, naive_m, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_constraints_hold_exactly(device, norm):
+    (x_adv, x, grad, momentum), _, _ = make_case((16, 3, 12, 12), device, torch.float32, "contiguous", seed=4)
+    eps = 0.05 if norm == "linf" else 0.5
+    for _ in range(5):  # several large steps push against the ball and the box
+        grad.normal_()
+        ops.sign_momentum_step(x_adv, x, grad, momentum, step_size=0.2, eps=eps, norm=norm)
+    delta = (x_adv - x).flatten(1)
+    if norm == "linf":
+        # Exact in the tensor's own arithmetic: projecting again changes no bit.
+        assert torch.equal(torch.min(torch.max(x_adv, x - eps), x + eps), x_adv)
+        assert delta.double().abs().max() <= eps * (1 + 1e-6)
+    else:
+        assert (delta.double().norm(dim=1) <= eps * (1 + 1e-6)).all()
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+
+
+def test_zero_gradient_gives_no_step_and_no_nan():
+    (x_adv, x, grad, momentum), _, _ = make_case((3, 1, 4, 4), "cpu", torch.float32, "contiguous", seed=1)
+    grad.zero_()
+    momentum.zero_()
+    before = x_adv.clone()
+    for norm in ("linf", "l2"):
+        ops.sign_momentum_step(x_adv, x, grad, momentum, step_size=0.1, eps=1.0, norm=norm, clip=None)
+        torch.testing.assert_close(x_adv, before, rtol=0, atol=0)
+        assert torch.isfinite(momentum).all()
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_nan_gradient_documented_behaviour(norm):
+    """A NaN in a sample's grad: x_adv does not move (and stays finite); with grad_norm="l1" that sample's
+    momentum becomes NaN. Other samples are unaffected."""
+    (x_adv, x, grad, momentum), _, _ = make_case((2, 1, 4, 4), "cpu", torch.float32, "contiguous", seed=2)
+    grad[0, 0, 1, 1] = float("nan")
+    x_adv.copy_((x + 0.01 * torch.rand_like(x)).clamp(0, 1))  # start inside the eps-ball and the box
+    expected_other, _ = reference.sign_momentum_step(x_adv[1:], x[1:], grad[1:], momentum[1:], step_size=0.01,
+                                                     eps=0.03, norm=norm)
+    before = x_adv[0].clone()
+    ops.sign_momentum_step(x_adv, x, grad, momentum, step_size=0.01, eps=0.03, norm=norm)
+    torch.testing.assert_close(x_adv[0], before, rtol=0, atol=0)
+    assert torch.isnan(momentum[0]).all() and torch.isfinite(momentum[1]).all()
+    torch.testing.assert_close(x_adv[1:].double(), expected_other, **TOL[torch.float32])
+
+
+def test_empty_batch_and_no_clip():
+    empty = torch.zeros(0, 3, 4, 4)
+    ops.sign_momentum_step(empty, empty.clone(), empty.clone(), empty.clone(), step_size=0.1, eps=0.1)
+    x = torch.full((2, 5), 0.99)
+    x_adv = x.clone()
+    ops.sign_momentum_step(x_adv, x, torch.ones_like(x), None, step_size=0.1, eps=0.1, clip=None)
+    torch.testing.assert_close(x_adv, x + 0.1)
+    assert math.isclose(float(x_adv.max()), 1.09, rel_tol=1e-6)
+
+
+def test_opcheck():
+    (x_adv, x, grad, momentum), step, eps = make_case((4, 3, 5, 5), "cpu", torch.float32, "contiguous", seed=9,
+                                                      per_sample=True)
+    for norm in ("linf", "l2"):
+        torch.library.opcheck(torch.ops.robustkit.sign_momentum_step_.default,
+                              (x_adv.clone(), x, grad, momentum.clone(), step, eps, 0.0, 0.0, 1.0, "l1", norm, 0.0, 1.0))
+        torch.library.opcheck(torch.ops.robustkit.sign_momentum_step_.default,
+                              (x_adv.clone(), x, grad, None, None, None, 0.01, 0.03, 0.0, "none", norm, 0.0, 1.0))
+
+
+@pytest.mark.parametrize("change, match", [
+    (dict(eps=-0.1), "eps must be >= 0, got -0.1"),
+    (dict(eps=torch.tensor([0.1, -0.1])), r"eps\[1\] must be >= 0"),
+    (dict(step_size=torch.tensor([0.1, 0.1, 0.1])), r"step_size must be a float or a \[B\] tensor with B = 2"),
+    (dict(x_orig=torch.rand(2, 4)), "x_orig and x_adv must have the same shape"),
+    (dict(grad=torch.rand(2, 3, dtype=torch.float64)), "grad must be Float, got Double"),
+    (dict(x_adv=torch.rand(2, 3).half()), "x_adv must be float32 or float64"),
+    (dict(norm="l3"), 'norm must be "linf" or "l2", got "l3"'),
+    (dict(grad_norm="l2"), 'grad_norm must be "l1" or "none"'),
+    (dict(clip=(1.0, 0.0)), r"clip must be \(min, max\) with min <= max"),
+])
+def test_bad_input_names_the_argument(change, match):
+    args = dict(x_adv=torch.rand(2, 3), x_orig=torch.rand(2, 3), grad=torch.randn(2, 3), momentum=None,
+                step_size=0.1, eps=0.1)
+    args.update(change)
+    with pytest.raises((RuntimeError, ValueError), match=match):
+        ops.sign_momentum_step(args.pop("x_adv"), args.pop("x_orig"), args.pop("grad"), args.pop("momentum"), **args)
