@@ -42,7 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--data", default="mnist", help="mnist | cifar10:DIR | imagenet:DIR (default: mnist)")
         p.add_argument("--attack", action="append", help="attack name; repeat for a suite")
-        p.add_argument("--eps", default=None, help="budget, e.g. 0.3 or 8/255; a comma list sweeps")
+        p.add_argument("--eps", default=None, help="budget, e.g. 0.3 or 8/255 (default: 0.3 for mnist, 8/255 "
+                       "otherwise); a comma list sweeps")
         p.add_argument("--steps", type=int, default=None)
         p.add_argument("--limit", type=int, default=None, help="evaluate at most N images")
         p.add_argument("--batch-size", type=int, default=100)
@@ -90,8 +91,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 # ---- commands ---------------------------------------------------------------------------------------------
 
 def _eval(args) -> int:
+    import torch
+
     from robustkit.eval import distributed, evaluate, suite
     device = distributed.init_from_env(args.device)
+    torch.manual_seed(args.seed)   # a model without --weights gets the same random weights on every rank
     model = suite.make_model(args.model, weights=args.weights, model_args=args.model_args).to(device)
     data = suite.make_data(args.data, image_size=args.image_size)
     attacks = suite.make_attacks(args.attack or ["pgd"], suite.members(model), _eps(args), args.steps)

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from robustkit.cli import format_table, main
 from robustkit.eval.report import fmt
@@ -45,8 +46,14 @@ def _lookup(results, key):
 
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo")
-    assert main(["demo", "--fast", "--out", str(out)]) == 0
+    # one intra-op thread: two threads per process oversubscribe the busy 2-core test machine (10-40x slower)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        out = tmp_path_factory.mktemp("demo")
+        assert main(["demo", "--fast", "--out", str(out)]) == 0
+    finally:
+        torch.set_num_threads(threads)
     return out
 
 

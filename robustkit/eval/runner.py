@@ -98,12 +98,17 @@ def evaluate(model: nn.Module, data: DataSpec, attacks: Union[Mapping[str, Attac
         try:
             plan = _plan_run(out_dir, settings, resume, dataset, model, correct_for, only_correct, per_class,
                              limit, batch_size, device, collate)
+            plan["settings"] = json.dumps(settings, sort_keys=True)
         except (ValueError, FileExistsError) as error:
             plan = {"error": f"{type(error).__name__}: {error}"}
     plan = D.broadcast_object(plan)
     if "error" in plan:
         kind, message = plan["error"].split(": ", 1)
         raise (FileExistsError if kind == "FileExistsError" else ValueError)(message)
+    # every rank must evaluate the same thing (e.g. a randomly initialised model built without a seed differs)
+    if D.any_rank_failed(json.dumps(settings, sort_keys=True) != plan["settings"]):
+        raise ValueError("evaluate: the ranks disagree on the model weights, attacks or data (their settings "
+                         "differ from rank 0's); build the model identically on every rank")
 
     selection: List[int] = plan["selection"]
     batches = [selection[i:i + batch_size] for i in range(0, len(selection), batch_size)]

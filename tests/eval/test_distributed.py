@@ -28,14 +28,9 @@ def test_two_gloo_processes_equal_one_process(tmp_path):
     distributed = json.loads((tmp_path / "dist" / "results.json").read_text())
     assert distributed["device"]["world_size"] == 2
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)     # as in the workers, so that float reductions run in the same order
-    try:
-        model = small_model()
-        attacks = {"sign": OneStepSign(model, eps=0.1, random_start=True),
-                   "minimal": MinimalSign(model, iterations=6)}
-        single = evaluate(model, mnist_images(n), attacks, out=tmp_path / "single", batch_size=batch_size,
-                          progress=False, report=False)
-    finally:
-        torch.set_num_threads(threads)
+    assert torch.get_num_threads() == 1      # as in the workers (conftest), so float reductions run alike
+    model = small_model()
+    attacks = {"sign": OneStepSign(model, eps=0.1, random_start=True), "minimal": MinimalSign(model, iterations=6)}
+    single = evaluate(model, mnist_images(n), attacks, out=tmp_path / "single", batch_size=batch_size,
+                      progress=False, report=False)
     assert comparable(distributed) == comparable(single)
