@@ -1,0 +1,196 @@
+"""The retraining seed's claims on real data (Thakur, Ding and Li; Tables 1-7), at a scale two shared CPU cores
+can run in minutes: small models, subsets, short fine-tuning. See docs/retraining.md for the tables.
+
+MNIST: the cached LeNet (robustkit.models.train.trained_mnist_model), train = the 60,000 training images,
+test = the first --n-test MNIST test images.
+CIFAR-10: the shared copy has 1,000 test images only, so the first 40,000 training images are the training
+set and --n-test images of the last 10,000 are held out as the test set; a small CNN is trained here.
+
+Per attacker (GAP universal, FGSM eps=0.07, DeepFool L2, C&W L2 toward the least-likely class):
+  1. label accuracy of PCA + 1-NN on adversarial versions of training images and of held-out images;
+  2. retrain (fine-tune on --n-original training images + n labelled adversarial images) and re-attack,
+     for several n (GAP, FGSM) or one n (DeepFool, C&W: their cost);
+  3. the fooling-class mechanism: which images an "auto" threshold flags (held-out, adversarial, uniform
+     noise, a large-budget GAP), and how 2 fooling clusters split noise from GAP outputs.
+
+    python bench/retraining.py --dataset mnist|cifar10 [--n-test 1000]
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import pathlib
+import sys
+import time
+
+import torch
+from torch import nn
+
+from robustkit.attacks import FGSM, GAP
+from robustkit.datasets import cifar10, mnist
+from robustkit.defenses import KNNLabeler, Retrainer
+from robustkit.eval.metrics import fooling_ratio
+from robustkit.models.train import default_cache_dir, train_classifier, trained_mnist_model
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+OUT = REPO / "bench" / "results" / "cpu-2core"
+CIFAR_ROOT = REPO.parent / "shared" / "data" / "cifar10"
+
+
+def cifar_cnn() -> nn.Module:
+    from robustkit.models import CIFAR10_MEAN, CIFAR10_STD
+    from robustkit.models._normalization import FixedNormalize
+    return nn.Sequential(FixedNormalize(CIFAR10_MEAN, CIFAR10_STD),
+                         nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                         nn.Linear(64 * 16, 128), nn.ReLU(), nn.Linear(128, 10))
+
+
+def load(dataset: str, n_test: int):
+    if dataset == "mnist":
+        x_tr, y_tr = mnist("train").tensors
+        x_te, y_te = mnist("test").tensors
+        return (x_tr, y_tr), (x_te[:n_test], y_te[:n_test]), trained_mnist_model("lenet", progress=False)
+    x, y = cifar10(CIFAR_ROOT, "train").tensors
+    train, test = (x[:40000], y[:40000]), (x[40000:40000 + n_test], y[40000:40000 + n_test])
+    path = default_cache_dir() / "retraining-cifar-cnn-e4-s0.pt"
+    model = cifar_cnn()
+    if path.is_file():
+        model.load_state_dict(torch.load(path, weights_only=True))
+    else:
+        model = train_classifier(model, torch.utils.data.TensorDataset(*train), epochs=4, lr=1e-3, batch_size=128,
+                                 progress=False)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(model.state_dict(), path)
+    return train, test, model.eval()
+
+
+def gap_factory(x_fit: torch.Tensor, eps: float, epochs: int = 1):
+    batches = [x_fit[i:i + 64] for i in range(0, x_fit.shape[0], 64)]
+    return lambda m: GAP(m, eps=eps, width=16, blocks=3, seed=0).fit(batches, epochs=epochs, lr=2e-3,
+                                                                    progress=False)
+
+
+def attackers(x_train, dataset):
+    out = {"GAP": (gap_factory(x_train[:2000], 10 / 255 if dataset == "cifar10" else 0.2), None),
+           "FGSM": (lambda m: FGSM(m, eps=0.07), None)}
+    try:
+        from robustkit.attacks.deepfool import DeepFool
+        out["DeepFool"] = (lambda m: DeepFool(m, steps=50), None)
+    except ImportError as error:
+        print(f"DeepFool unavailable: {error}")
+    try:
+        from robustkit.attacks.cw import CW
+        out["CW-L2 least-likely"] = (lambda m: functools.partial(
+            CW(m, binary_search_steps=3, steps=100, lr=0.05, initial_const=1.0), target="least_likely"), None)
+    except ImportError as error:
+        print(f"C&W unavailable: {error}")
+    return {k: v[0] for k, v in out.items()}
+
+
+def batched(attack, x, y, batch=250):
+    return torch.cat([attack(x[i:i + batch], y[i:i + batch]) for i in range(0, x.shape[0], batch)])
+
+
+def label_accuracy(name, factory, model, labeler, train, test, n):
+    g = torch.Generator().manual_seed(1)
+    idx = torch.randperm(train[0].shape[0], generator=g)[:n]
+    attack = factory(model)
+    adv_tr = batched(attack, train[0][idx], train[1][idx])
+    adv_te = batched(attack, test[0][:n], test[1][:n])
+    pred_tr, pred_te = labeler.predict(adv_tr), labeler.predict(adv_te)
+    clean_tr = model(train[0][idx]).argmax(1)
+    return {"attacker": name, "n": n,
+            "fooling_ratio_on_train_images": fooling_ratio(clean_tr, model(adv_tr).argmax(1)),
+            "label_accuracy_adv_train": (pred_tr == train[1][idx]).double().mean().item(),
+            "label_accuracy_adv_heldout": (pred_te == test[1][:n]).double().mean().item(),
+            "label_accuracy_clean_heldout": (labeler.predict(test[0][:n]) == test[1][:n]).double().mean().item(),
+            "linf_mean": (adv_tr - train[0][idx]).flatten(1).abs().amax(1).mean().item(),
+            "l2_mean": (adv_tr - train[0][idx]).flatten(1).norm(dim=1).mean().item()}
+
+
+def fooling_mechanism(model, train, test, dataset):
+    labeler = KNNLabeler(pca_dim=50 if dataset == "mnist" else 300, fooling_threshold="auto").fit(*train)
+    n = min(1000, test[0].shape[0])
+    noise = torch.rand(n, *train[0].shape[1:], generator=torch.Generator().manual_seed(2))
+    big_gap = gap_factory(train[0][:2000], eps=0.5)(model)
+    sets = {"held-out images": test[0][:n], "FGSM eps=0.07 train images": FGSM(model, eps=0.07)(
+        train[0][:n], train[1][:n]), "uniform noise": noise, "GAP eps=0.5 held-out": big_gap(test[0][:n])}
+    out = {"threshold": labeler.threshold_, "rule": "auto: 1.1 x 99th percentile of leave-one-out fooling distances",
+           "flagged": {k: labeler.fooling_mask(v).double().mean().item() for k, v in sets.items()},
+           "median_fooling_distance": {k: labeler.fooling_distance(v).median().item() for k, v in sets.items()}}
+    two = KNNLabeler(pca_dim=labeler.pca_dim, fooling_threshold="auto", fooling_clusters=2).fit(*train)
+    labels = two.predict(torch.cat([sets["uniform noise"], sets["GAP eps=0.5 held-out"]]))
+    noise_lab, gap_lab = labels[:n], labels[n:]
+    out["two_clusters"] = {"noise_labels": torch.bincount(noise_lab, minlength=12).tolist(),
+                           "gap_labels": torch.bincount(gap_lab, minlength=12).tolist()}
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", choices=["mnist", "cifar10"], required=True)
+    parser.add_argument("--n-test", type=int, default=500)
+    parser.add_argument("--n-label", type=int, default=300, help="images per attacker for the label accuracy")
+    parser.add_argument("--n-original", type=int, default=3000, help="original images in the retraining set")
+    parser.add_argument("--n-sweep", type=int, nargs="+", default=[3000, 1500, 750, 540],
+                        help="adversarial images for the GAP and FGSM retraining sweeps (the seed's 50k/25k/12.5k/9k)")
+    parser.add_argument("--n-whitebox", type=int, default=300, help="adversarial images for DeepFool and C&W")
+    parser.add_argument("--parts", nargs="+", default=["labels", "fooling", "retrain"])
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1: small models on a loaded shared CPU run faster without spin-up)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    start = time.perf_counter()
+    train, test, model = load(args.dataset, args.n_test)
+    dim = 50 if args.dataset == "mnist" else 300
+    labeler = KNNLabeler(pca_dim=dim).fit(*train)
+    factories = attackers(train[0], args.dataset)
+    result = {"command": "python " + " ".join(sys.argv), "dataset": args.dataset, "pca_dim": dim,
+              "n_train": train[0].shape[0], "n_test": test[0].shape[0],
+              "clean_test_accuracy": (model(test[0]).argmax(1) == test[1]).double().mean().item(),
+              "attackers": list(factories)}
+    out_path = OUT / f"retraining_{args.dataset}.json"
+    # parts run separately merge into one file
+    previous = json.loads(out_path.read_text()) if out_path.is_file() else {}
+    result = {**previous, **result, "commands": previous.get("commands", []) + [result.pop("command")]}
+
+    def save():
+        result["seconds"] = time.perf_counter() - start
+        out_path.write_text(json.dumps(result, indent=2) + "\n")
+
+    if "labels" in args.parts:
+        result["label_accuracy"] = []
+        for name, factory in factories.items():
+            result["label_accuracy"].append(label_accuracy(name, factory, model, labeler, train, test, args.n_label))
+            print(result["label_accuracy"][-1], flush=True)
+            save()
+    if "fooling" in args.parts:
+        result["fooling_mechanism"] = fooling_mechanism(model, train, test, args.dataset)
+        print(result["fooling_mechanism"], flush=True)
+        save()
+    if "retrain" in args.parts:
+        g = torch.Generator().manual_seed(0)
+        subset = torch.randperm(train[0].shape[0], generator=g)[:args.n_original]
+        original = (train[0][subset], train[1][subset])
+        result["retraining"] = []
+        plan = [(name, n) for name in ("GAP", "FGSM") for n in args.n_sweep]
+        plan += [(name, args.n_whitebox) for name in factories if name not in ("GAP", "FGSM")]
+        for name, n in plan:
+            for labels in ("labeler", "source") if (name, n) == ("FGSM", args.n_sweep[0]) else ("labeler",):
+                t = time.perf_counter()
+                report = Retrainer(model, factories[name], labeler, n_adversarial=n, epochs=1, lr=5e-4,
+                                   labels=labels).run(original, test)
+                row = {"attacker": name, **report.as_dict(), "seconds": time.perf_counter() - t}
+                result["retraining"].append(row)
+                print(row, flush=True)
+                save()
+    save()
+    print(f"wrote {out_path}")
+
+
+if __name__ == "__main__":
+    main()
