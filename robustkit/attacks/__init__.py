@@ -14,3 +14,8 @@ __all__ += ["FGSM", "IFGSM", "BIM", "PGD", "MIFGSM", "DMIFGSM"]
 from robustkit.attacks.gap import GAP
 
 __all__ += ["GAP"]
+
+from robustkit.attacks.cw import CW
+from robustkit.attacks.deepfool import DeepFool
+
+__all__ += ["DeepFool", "CW"]

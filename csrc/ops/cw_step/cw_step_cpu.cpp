@@ -66,7 +66,8 @@ at::Tensor cw_l2_step_cpu(at::Tensor w, at::Tensor x, at::Tensor exp_avg, at::Te
     T* lp = l2sq.data_ptr<T>();
     const T lo = T(clip_min), hi = T(clip_max), lr_t = T(lr), b1 = T(beta1), b2 = T(beta2), eps_t = T(eps);
     const T ibc1 = T(inv_bc1), isbc2 = T(inv_sqrt_bc2);
-    at::parallel_for(0, B, 1, [&](int64_t s0, int64_t s1) {
+    // ~64k elements per task: small calls run inline instead of paying a thread hand-off.
+    at::parallel_for(0, B, std::max<int64_t>(1, (int64_t{1} << 16) / n), [&](int64_t s0, int64_t s1) {
       for (int64_t b = s0; b < s1; ++b) {
         const int64_t off = b * n;
         lp[b] = step_sample(wp + off, xp + off, mp + off, vp + off, bp + off, blp + b, xop + off, gp + off, sp[b],

@@ -6,6 +6,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <tuple>
 
 #include "ops/deepfool_step/deepfool_step.h"
@@ -44,6 +45,12 @@ int64_t nearest_candidate(const T* f, const T* w, int64_t K, int64_t D, Norm nor
   }
   *chosen_norm_sum = best_sum;
   return best;
+}
+
+// Enough samples per task that a task reads ~64k elements: small calls then run inline, with no thread
+// hand-off (which on a busy machine costs far more than the work).
+int64_t samples_per_task(int64_t elements_per_sample) {
+  return std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(1, elements_per_sample));
 }
 
 // One sample: writes the step r [D] and returns the chosen candidate.
@@ -90,7 +97,7 @@ std::tuple<at::Tensor, at::Tensor> deepfool_step_cpu(const at::Tensor& f_in, con
     const scalar_t* wp = w.data_ptr<scalar_t>();
     scalar_t* rp = step.data_ptr<scalar_t>();
     int64_t* ip = index.data_ptr<int64_t>();
-    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+    at::parallel_for(0, B, samples_per_task(K * D), [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) ip[b] = step_sample(fp + b * K, wp + b * K * D, rp + b * D, K, D, norm);
     });
   });
@@ -119,7 +126,7 @@ std::tuple<at::Tensor, at::Tensor> deepfool_step_backward_cpu(const at::Tensor& 
     const scalar_t* wp = w.data_ptr<scalar_t>();
     scalar_t* gfp = grad_f.data_ptr<scalar_t>();
     scalar_t* gwp = grad_w.data_ptr<scalar_t>();
-    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+    at::parallel_for(0, B, samples_per_task(K * D), [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) {
         backward_sample(gp + b * D, fp + b * K, wp + b * K * D, ip[b], gfp + b * K, gwp + b * K * D, D, norm);
       }

@@ -1,0 +1,125 @@
+"""DeepFool (Moosavi-Dezfooli et al. 2016), batched, L2 and L-inf, untargeted and targeted.
+
+Each iteration of the active batch is one forward pass, one batched backward for the gradients of all the
+candidates' logit differences (``torch.autograd.grad(..., is_grads_batched=True)``: a vmapped
+vector-Jacobian product, not one backward per class or per image), and one fused
+:func:`robustkit.ops.deepfool_step`. Samples leave the active batch as soon as they are adversarial; their
+result is scattered back into the full batch.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from robustkit.attacks.base import Attack, AttackResult
+from robustkit.ops import deepfool_step
+
+_NORMS = ("l2", "linf")
+
+
+class DeepFool(Attack):
+    """DeepFool: iterate to the nearest boundary of the model's linearisation (Alg. 2 of the paper).
+
+    Untargeted, per sample, the candidates are the ``candidates - 1`` classes other than ``y`` with the
+    highest clean logits (the reference code's ``num_classes``). Each iteration linearises
+    ``f_k = z_k - z_y`` at the current point, steps to the nearest linearised boundary (Eq. 8 for L2; the
+    L-inf step ``(|f_l| + 1e-4) / ||w_l||_1 sign(w_l)``) and accumulates ``r_total``; the iterate is
+    ``x + (1 + overshoot) * r_total`` clipped to [0, 1] (the overshoot as in the paper's code). Targeted
+    (``target`` given, as Deep Defense's attack module does), the one candidate is the target ``t`` and
+    ``f = z_t - max_{j != t} z_j`` is linearised against the class currently in the way.
+
+    The result's ``extras["rho2"]`` is ``||adv - x||_2 / ||x||_2`` per sample, the term Deep Defense's
+    robustness ρ₂ (Eq. 7) averages; ``steps`` counts the linearisations each sample used.
+
+    Args:
+        steps: the most iterations per sample.
+        overshoot: the paper's η, 0.02.
+        candidates: classes considered including the label (10 in the paper); ``None`` for all.
+        norm: ``"l2"`` or ``"linf"``.
+
+    Example::
+
+        >>> res = DeepFool(model).run(x, y)
+        >>> rho2 = res.extras["rho2"].mean()          # Deep Defense's robustness measure
+        >>> x_adv = DeepFool(model, norm="linf")(x, y, target="least_likely")
+    """
+
+    def __init__(self, model: Optional[nn.Module] = None, *, steps: int = 50, overshoot: float = 0.02,
+                 candidates: Optional[int] = 10, norm: str = "l2", models: Optional[Sequence[nn.Module]] = None,
+                 amp: bool = False, batch_size: Optional[int] = None, seed: Optional[int] = None):
+        super().__init__(model, models=models, amp=amp, batch_size=batch_size, seed=seed)
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"DeepFool: steps must be an int >= 1, got {steps!r}")
+        if not isinstance(overshoot, (int, float)) or not overshoot >= 0:
+            raise ValueError(f"DeepFool: overshoot must be a number >= 0, got {overshoot!r}")
+        if candidates is not None and (isinstance(candidates, bool) or not isinstance(candidates, int)
+                                       or candidates < 2):
+            raise ValueError(f"DeepFool: candidates must be an int >= 2 (the label and at least one other class) "
+                             f"or None, got {candidates!r}")
+        if norm not in _NORMS:
+            raise ValueError(f"DeepFool: norm must be one of {_NORMS}, got {norm!r}")
+        self.steps, self.overshoot, self.candidates, self.norm = steps, float(overshoot), candidates, norm
+
+    def logits(self, x: Tensor) -> Tensor:
+        """Mean logits of the model(s) with the graph kept, float32 ``[B, C]``."""
+        outs = self.member_logits(x)
+        return outs[0] if len(outs) == 1 else torch.stack(outs).mean(dim=0)
+
+    def _run_batch(self, x: Tensor, y: Tensor, target: Optional[Tensor]) -> AttackResult:
+        batch = x.shape[0]
+        steps_used = torch.zeros(batch, dtype=torch.int64, device=x.device)
+        if batch == 0:
+            return self.make_result(x, x.clone(), y, target, steps_used, extras={"rho2": x.new_zeros(0)})
+        classes = None if target is not None else self._candidate_classes(x, y)  # [B, K]
+        x_adv = x.clone()
+        r_total = torch.zeros(batch, x[0].numel(), dtype=torch.float32, device=x.device)  # [B, D]
+        active = torch.arange(batch, device=x.device)
+        for _ in range(self.steps):
+            x_a = x_adv[active].requires_grad_(True)
+            logits = self.logits(x_a)  # [Ba, C]
+            pred = logits.argmax(dim=1)
+            done = pred == target[active] if target is not None else pred != y[active]
+            keep = (~done).nonzero().squeeze(1)
+            if keep.numel() == 0:
+                break
+            f, w = self._linearize(x_a, logits, keep, y[active], None if target is None else target[active],
+                                   None if classes is None else classes[active])
+            step, _ = deepfool_step(f, w, norm=self.norm)
+            active = active[keep]
+            r_total[active] += step
+            moved = x[active] + (1 + self.overshoot) * r_total[active].view_as(x[active]).to(x.dtype)
+            x_adv[active] = moved.clamp(0.0, 1.0)
+            steps_used[active] += 1
+        norms = (x_adv - x).flatten(1).norm(dim=1)
+        rho2 = norms / x.flatten(1).norm(dim=1).clamp_min(1e-12)
+        return self.make_result(x, x_adv, y, target, steps_used, extras={"rho2": rho2})
+
+    @torch.no_grad()
+    def _candidate_classes(self, x: Tensor, y: Tensor) -> Tensor:
+        """The ``candidates - 1`` highest-scoring classes other than ``y`` at the clean input, ``[B, K]``."""
+        logits = self.predict(x)
+        num_classes = logits.shape[1]
+        if num_classes < 2:
+            raise ValueError(f"DeepFool: the model must have at least 2 classes, got {num_classes}")
+        count = num_classes if self.candidates is None else min(self.candidates, num_classes)
+        others = logits.scatter(1, y.unsqueeze(1), float("-inf"))
+        return others.topk(count - 1, dim=1).indices
+
+    def _linearize(self, x_a: Tensor, logits: Tensor, keep: Tensor, y: Tensor, target: Optional[Tensor],
+                   classes: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+        """``f [Bk, K]`` and ``w [Bk, K, D]`` of the samples ``keep`` in one batched backward."""
+        if target is None:
+            f_all = logits.gather(1, classes) - logits.gather(1, y.unsqueeze(1))  # [Ba, K]
+        else:
+            in_the_way = logits.detach().scatter(1, target.unsqueeze(1), float("-inf")).argmax(dim=1)
+            f_all = logits.gather(1, target.unsqueeze(1)) - logits.gather(1, in_the_way.unsqueeze(1))  # [Ba, 1]
+        num_candidates = f_all.shape[1]
+        f = f_all[keep]  # [Bk, K]
+        # One-hot cotangents [K, Bk, K]: row k of the batched backward is the gradient of f[:, k].
+        eye = torch.eye(num_candidates, dtype=f.dtype, device=f.device)
+        cotangents = eye.unsqueeze(1).expand(num_candidates, f.shape[0], num_candidates)
+        (grads,) = torch.autograd.grad(f, x_a, grad_outputs=cotangents, is_grads_batched=True)  # [K, Ba, ...]
+        w = grads[:, keep].flatten(2).transpose(0, 1)  # [Bk, K, D]
+        return f.detach(), w.to(f.dtype)

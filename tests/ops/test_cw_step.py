@@ -1,0 +1,106 @@
+"""robustkit.ops.cw_l2_step against its float64 reference (tanh + autograd), opcheck, the box, errors."""
+import re
+
+import pytest
+import torch
+
+from robustkit.ops import cw_l2_step
+from robustkit.ops import reference
+from tests.conftest import devices
+
+TOL = {torch.float32: dict(rtol=1e-5, atol=2e-6), torch.float64: dict(rtol=1e-10, atol=1e-12)}
+STATE = ("w", "x", "exp_avg", "exp_avg_sq", "best_adv", "best_l2sq")
+
+
+def _state(shape, dtype, device, seed, clip=(0.0, 1.0)):
+    g = torch.Generator().manual_seed(seed)
+    lo, hi = clip
+    batch = shape[0]
+
+    def rnd(*s):
+        return torch.randn(*s, generator=g, dtype=torch.float64)
+
+    w = rnd(*shape)
+    s = {
+        "w": w, "x": lo + (hi - lo) * (torch.tanh(w) + 1) / 2,
+        "exp_avg": 0.1 * rnd(*shape), "exp_avg_sq": 0.1 * rnd(*shape).abs(),
+        "best_adv": torch.rand(*shape, generator=g, dtype=torch.float64),
+        "best_l2sq": torch.rand(batch, generator=g, dtype=torch.float64) * shape[1] / 3,
+        "x_orig": lo + (hi - lo) * torch.rand(*shape, generator=g, dtype=torch.float64),
+        "loss_grad": rnd(*shape), "success": torch.rand(batch, generator=g) < 0.6,
+    }
+    return {k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype) for k, v in s.items()}
+
+
+def _run_op(s, **kw):
+    return cw_l2_step(s["w"], s["x"], s["exp_avg"], s["exp_avg_sq"], s["best_adv"], s["best_l2sq"], s["x_orig"],
+                      s["loss_grad"], s["success"], **kw)
+
+
+def _run_ref(s, **kw):
+    return reference.cw_l2_step(s["w"].cpu(), s["x_orig"].cpu(), s["loss_grad"].cpu(), s["success"].cpu(),
+                                s["exp_avg"].cpu(), s["exp_avg_sq"].cpu(), s["best_adv"].cpu(), s["best_l2sq"].cpu(),
+                                **kw)
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape, step, clip", [((6, 3, 8, 8), 1, (0.0, 1.0)), ((1, 10), 7, (-1.0, 2.0)),
+                                               ((9, 1, 28, 28), 40, (0.0, 1.0))])
+def test_matches_reference(device, dtype, shape, step, clip):
+    s = _state(shape, dtype, device, seed=step, clip=clip)
+    # one sample improves for sure, one cannot (best already 0)
+    s["success"][0] = True
+    s["best_l2sq"][0] = float("inf")
+    s["best_l2sq"][-1] = 0.0
+    ref = _run_ref(s, step=step, lr=0.05, clip=clip)
+    l2sq = _run_op(s, step=step, lr=0.05, clip=clip)
+    torch.testing.assert_close(l2sq.cpu().double(), ref["l2sq"], **TOL[dtype])
+    for name in STATE:
+        torch.testing.assert_close(s[name].cpu().double(), ref[name], **TOL[dtype], msg=name)
+    assert torch.equal(s["best_adv"][-1].cpu().double(), ref["best_adv"][-1])
+
+
+def test_iterates_stay_in_the_box_for_extreme_steps():
+    s = _state((4, 50), torch.float32, "cpu", seed=3)
+    s["loss_grad"].mul_(1e6)
+    for step in range(1, 30):
+        _run_op(s, step=step, lr=5.0)
+        assert (s["x"] >= 0).all() and (s["x"] <= 1).all() and torch.isfinite(s["w"]).all()
+
+
+def test_empty_batch():
+    s = _state((0, 5), torch.float32, "cpu", seed=0)
+    assert _run_op(s, step=1).shape == (0,)
+
+
+@pytest.mark.parametrize("device", devices())
+def test_opcheck(device):
+    s = _state((3, 12), torch.float64, device, seed=5)
+    args = tuple(s[k] for k in (*STATE, "x_orig", "loss_grad", "success")) + (2, 0.01, 0.9, 0.999, 1e-8, 0.0, 1.0)
+    torch.library.opcheck(torch.ops.robustkit.cw_l2_step_.default, args,
+                          test_utils=("test_schema", "test_faketensor"))
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda s: s.update(x=s["x"].t().contiguous().t()), "x must be contiguous"),
+    (lambda s: s.update(exp_avg=s["exp_avg"][:, :5]), "exp_avg must have w's shape"),
+    (lambda s: s.update(best_l2sq=s["best_l2sq"][:2]), "best_l2sq must be a [B] tensor with B = 4"),
+    (lambda s: s.update(success=s["success"].float()), "success must be Bool"),
+    (lambda s: s.update(loss_grad=s["loss_grad"].double()), "loss_grad must be Float"),
+])
+def test_bad_input_errors(change, message):
+    s = _state((4, 10), torch.float32, "cpu", seed=6)
+    s["x"] = s["x"].contiguous()
+    change(s)
+    with pytest.raises(RuntimeError, match=re.escape(message)):
+        _run_op(s, step=1)
+
+
+@pytest.mark.parametrize("kw, message", [(dict(step=0), "step must be >= 1"), (dict(step=1, lr=-1.0), "lr must be"),
+                                         (dict(step=1, clip=(1.0, 0.0)), "clip must be a finite (min, max)"),
+                                         (dict(step=1, betas=(1.0, 0.9)), "beta1 must be in [0, 1)")])
+def test_bad_hyperparameter_errors(kw, message):
+    s = _state((2, 3), torch.float32, "cpu", seed=7)
+    with pytest.raises(RuntimeError, match=re.escape(message)):
+        _run_op(s, **kw)
