@@ -127,20 +127,30 @@ def evaluate(model: nn.Module, data: DataSpec, attacks: Union[Mapping[str, Attac
             raise RuntimeError(f"evaluate: another rank failed; rank {rank} stops (finished batches are kept)")
 
     D.barrier()
+    merge_error: Optional[BaseException] = None
     if rank == 0:
-        records = read_records(out_dir)
-        missing = sorted(set(range(len(batches))) - {r["batch"] for r in records})
-        if missing:
-            raise RuntimeError(f"evaluate: batches {missing[:10]} have no records; run again with resume=True")
-        results = summarize(records, settings["attacks"], num_classes=records[0]["num_classes"] if records else 0,
-                            model_name=model_name, metrics=metrics, eps_grid=eps_grid, top_k=top_k)
-        results.update(settings=settings, software=software_versions(), device=device_description(device, world))
-        _write_json(out_dir / RESULTS_FILE, results)
-        if report:
-            from robustkit.eval.report import write_report
-            write_report(out_dir)
-    D.barrier()
+        try:
+            _merge(out_dir, len(batches), settings, model_name, metrics, eps_grid, top_k, device, world, report)
+        except BaseException as error:      # the other ranks must not wait for a merge that failed
+            merge_error = error
+    if D.any_rank_failed(merge_error is not None):
+        raise merge_error if merge_error is not None else RuntimeError("evaluate: rank 0 failed to merge")
     return json.loads((out_dir / RESULTS_FILE).read_text())
+
+
+def _merge(out_dir, num_batches, settings, model_name, metrics, eps_grid, top_k, device, world, report) -> None:
+    """Rank 0: reads every rank's records and writes results.json (and the report)."""
+    records = read_records(out_dir)
+    missing = sorted(set(range(num_batches)) - {r["batch"] for r in records})
+    if missing:
+        raise RuntimeError(f"evaluate: batches {missing[:10]} have no records; run again with resume=True")
+    results = summarize(records, settings["attacks"], num_classes=records[0]["num_classes"] if records else 0,
+                        model_name=model_name, metrics=metrics, eps_grid=eps_grid, top_k=top_k)
+    results.update(settings=settings, software=software_versions(), device=device_description(device, world))
+    _write_json(out_dir / RESULTS_FILE, results)
+    if report:
+        from robustkit.eval.report import write_report
+        write_report(out_dir)
 
 
 # ---- setup ----------------------------------------------------------------------------------------------

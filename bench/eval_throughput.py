@@ -1,0 +1,153 @@
+"""Evaluation throughput: PGD-10 at eps = 4/255 through robustkit.eval.evaluate, in images per second.
+
+Compared in the same run with
+  * the model-only floor: per batch, ``steps`` x (forward + input gradient) of the bare model, the least
+    any PGD implementation must spend (STYLE.md, item 20);
+  * a plain loop of ``PGD.run`` over the same batches (what the runner adds: per-batch seeding, the clean
+    forward, norms, JSON records, fsync).
+Correctness first: the runner's adversarial predictions on a batch equal a direct ``PGD.run`` seeded as the
+runner seeds it, and every perturbation respects eps.
+
+    OMP_NUM_THREADS=1 python bench/eval_throughput.py --repeats 5     # CPU: ResNet-50 at 32 px, 8 images
+    python bench/eval_throughput.py --device cuda --image-size 224 --images 512 --batch-size 128 --label h100
+    # several GPUs: torchrun --nproc-per-node 8 -m robustkit eval --model robustkit.models:resnet50 \
+    #     --data imagenet:DIR --attack pgd --eps 4/255 --steps 10 --device cuda --out DIR
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import statistics
+import sys
+import tempfile
+import time
+
+import torch
+
+from robustkit.attacks import PGD
+from robustkit.eval import batch_seed, evaluate
+from robustkit.models import LeNet, resnet50
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SAMPLE = REPO.parent / "shared" / "data" / "imagenet-sample"
+
+
+def _data(args):
+    """Real images when the model is an ImageNet one and the sample is present; otherwise seeded noise."""
+    if args.model == "resnet50" and SAMPLE.is_dir():
+        from robustkit.datasets import imagenet_folder
+        data = imagenet_folder(SAMPLE / "val", classes_file=SAMPLE / "classes.txt", crop_size=args.image_size,
+                               resize_size=max(args.image_size, args.image_size * 8 // 7))
+        pairs = [data[i % len(data)] for i in range(args.images)]
+        return torch.stack([p[0] for p in pairs]), torch.tensor([int(p[1]) for p in pairs])
+    g = torch.Generator().manual_seed(0)
+    channels, classes = (3, 1000) if args.model == "resnet50" else (1, 10)
+    return (torch.rand(args.images, channels, args.image_size, args.image_size, generator=g),
+            torch.randint(0, classes, (args.images,), generator=g))
+
+
+def _model(args):
+    torch.manual_seed(0)
+    return (resnet50() if args.model == "resnet50" else LeNet()).eval().to(args.device)
+
+
+def _sync(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _timed(fn, device) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=("resnet50", "lenet"), default="resnet50")
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--images", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--eps", type=float, default=4 / 255)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--label", default="cpu-2core")
+    args = parser.parse_args()
+
+    model = _model(args)
+    x, y = _data(args)
+    x, y = x.to(args.device), y.to(args.device)
+    batches = [(x[i:i + args.batch_size], y[i:i + args.batch_size]) for i in range(0, len(x), args.batch_size)]
+
+    def attack():
+        return PGD(model, eps=args.eps, step_size=2.5 * args.eps / args.steps, steps=args.steps)
+
+    # ---- correctness first
+    with tempfile.TemporaryDirectory() as tmp:
+        res = evaluate(model, (x.cpu(), y.cpu()), {"pgd": attack()}, out=tmp, batch_size=args.batch_size,
+                       device=args.device, progress=False, report=False, examples=0, metrics=())
+        record = json.loads((pathlib.Path(tmp) / "records" / "rank-0.jsonl").read_text().splitlines()[0])
+    direct = attack()
+    direct.seed = batch_seed(0, 0, 0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(direct.seed)
+        expected = direct.run(*batches[0])
+    assert record["attacks"]["pgd"]["pred"] == expected.logits.argmax(1).tolist(), "runner differs from PGD.run"
+    assert max(record["attacks"]["pgd"]["linf"]) <= args.eps + 1e-6, "perturbation exceeds eps"
+
+    # ---- timings (first call of each is the warm-up)
+    def floor():
+        for xb, yb in batches:
+            for _ in range(args.steps):
+                xv = xb.clone().requires_grad_(True)
+                loss = torch.nn.functional.cross_entropy(model(xv), yb)
+                torch.autograd.grad(loss, xv)
+
+    def plain_loop():
+        atk = attack()
+        for b, (xb, yb) in enumerate(batches):
+            atk.seed = b
+            atk.run(xb, yb)
+
+    def runner():
+        with tempfile.TemporaryDirectory() as tmp:
+            evaluate(model, (x.cpu(), y.cpu()), {"pgd": attack()}, out=tmp, batch_size=args.batch_size,
+                     device=args.device, progress=False, report=False, examples=0, metrics=())
+
+    candidates = {"model-only floor": floor, "PGD.run loop": plain_loop, "evaluate()": runner}
+    for fn in candidates.values():
+        fn()                                                  # warm-up
+    times = {name: [] for name in candidates}
+    for _ in range(args.repeats):                             # interleaved, so a load change hits all alike
+        for name, fn in candidates.items():
+            times[name].append(_timed(fn, args.device))
+    rows = {name: {"seconds": statistics.median(t), "images_per_second": len(x) / statistics.median(t),
+                   "all_seconds": t} for name, t in times.items()}
+    floor_ips = rows["model-only floor"]["images_per_second"]
+    print(f"PGD-{args.steps}, eps={args.eps:.5g}, {args.model} at {args.image_size} px, {len(x)} images, "
+          f"batch {args.batch_size}, {args.device}, torch threads {torch.get_num_threads()}")
+    print(f"{'':20}{'img/s':>10}{'vs floor':>10}")
+    for name, row in rows.items():
+        row["fraction_of_floor"] = row["images_per_second"] / floor_ips
+        print(f"{name:20}{row['images_per_second']:10.2f}{row['fraction_of_floor']:10.2f}")
+    overhead = rows["PGD.run loop"]["images_per_second"] / rows["evaluate()"]["images_per_second"] - 1
+    print(f"runner overhead over the plain loop: {100 * overhead:.1f}%")
+    out = REPO / "bench" / "results" / args.label / "eval_throughput.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"command": "python " + " ".join(sys.argv), "settings": vars(args),
+                               "env": {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")},
+                               "load_average": os.getloadavg(),
+                               "torch": torch.__version__, "threads": torch.get_num_threads(),
+                               "correctness": "runner predictions == PGD.run; linf <= eps", "results": rows,
+                               "runner_overhead": overhead, "model_weights": "random (seed 0)",
+                               "clean_accuracy": res["clean"]["accuracy"]}, indent=1))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
