@@ -108,9 +108,12 @@ def _eval(args) -> int:
 
 
 def _transfer(args) -> int:
+    import torch
+
     from robustkit.eval import distributed, suite
     from robustkit.eval.transfer import run_transfer
     device = distributed.init_from_env(args.device)
+    torch.manual_seed(args.seed)   # models without weights get the same random weights on every rank
     sources = {s: suite.make_model(s).to(device) for s in args.sources.split(",") if s}
     targets = {t: suite.make_model(t).to(device) for t in args.targets.split(",") if t}
     if len(args.attack or []) > 1:

@@ -2,6 +2,7 @@
 the demo's saved weights, and the one-line error paths."""
 import html.parser
 import json
+import pathlib
 import subprocess
 import sys
 
@@ -113,3 +114,20 @@ def test_python_dash_m_reports_a_bad_factory_without_traceback(tmp_path):
                            "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip() == "robustkit eval: error: --model: 'robustkit.models' has no callable 'NoSuchNet'"
+
+
+def test_transfer_command_writes_the_matrix(tmp_path, capsys):
+    lenet, mlp = "robustkit.models:LeNet", "robustkit.models:MLP"
+    code = main(["transfer", "--sources", f"{lenet},{lenet}+{mlp}", "--targets", f"{mlp},{lenet}", "--data", "mnist",
+                 "--attack", "fgsm", "--eps", "0.3", "--limit", "20", "--batch-size", "20", "--out", str(tmp_path)])
+    assert code == 0, capsys.readouterr().err
+    matrix = json.loads((tmp_path / "transfer.json").read_text())
+    assert matrix["sources"] == [lenet, f"{lenet}+{mlp}"] and matrix["targets"] == [mlp, lenet]
+    assert len(matrix["matrix"]) == 2 and all(len(row) == 2 for row in matrix["matrix"])
+    # rows come from the per-source runs' own results
+    for source, row in zip(matrix["sources"], matrix["matrix"]):
+        run = json.loads((pathlib.Path(matrix["runs"][source]) / "results.json").read_text())
+        assert row == [run["attacks"]["attack"]["transfer"][t] for t in matrix["targets"]]
+    assert main(["transfer", "--sources", lenet, "--targets", mlp, "--attack", "fgsm", "--attack", "pgd",
+                 "--out", str(tmp_path / "two")]) == 2
+    assert "transfer takes one attack" in capsys.readouterr().err
