@@ -99,6 +99,9 @@ def _eval(args) -> int:
     model = suite.make_model(args.model, weights=args.weights, model_args=args.model_args).to(device)
     data = suite.make_data(args.data, image_size=args.image_size)
     attacks = suite.make_attacks(args.attack or ["pgd"], suite.members(model), _eps(args), args.steps)
+    if args.weights is None and "@" not in args.model and not args.model.startswith("mnist:") and _is_rank0():
+        print(f"robustkit eval: no --weights: {args.model} keeps its initial weights (seed {args.seed})",
+              file=sys.stderr)
     results = evaluate(model, data, attacks, out=args.out, limit=args.limit, batch_size=args.batch_size,
                        device=device, resume=args.resume, seed=args.seed, only_correct=args.only_correct,
                        per_class=args.per_class, num_workers=args.workers, report=not args.no_report,
