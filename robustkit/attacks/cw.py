@@ -18,24 +18,12 @@ import torch
 from torch import Tensor, nn
 
 from robustkit.attacks.base import Attack, AttackResult
+from robustkit.attacks.cw_norms import margin_loss, run_l0, run_linf
 from robustkit.ops import cw_l2_step
 
 _NORMS = ("l2", "linf", "l0")
 # Carlini's "no successful c yet" upper bound: the search multiplies c by 10 until one succeeds.
 _NO_UPPER = 1e10
-
-
-def margin_loss(logits: Tensor, label: Tensor, targeted: bool, confidence: float) -> Tuple[Tensor, Tensor]:
-    """C&W's f (Eq. 6 of the paper, their chosen f_6) and whether it counts as adversarial, per sample.
-
-    ``label`` is the target (targeted) or the true class (untargeted). Returns ``(f [B], success [B])``
-    with ``success`` = the margin exceeds ``confidence`` (the paper's high-confidence criterion; at 0 it
-    is "the predicted class is the target" or "is not the label").
-    """
-    real = logits.gather(1, label.unsqueeze(1)).squeeze(1)
-    other = logits.scatter(1, label.unsqueeze(1), float("-inf")).amax(dim=1)
-    margin = other - real if targeted else real - other
-    return margin.clamp_min(-confidence), -margin.detach() > confidence
 
 
 class CW(Attack):
@@ -45,7 +33,7 @@ class CW(Attack):
     ``lr=0.01``, starting from ``c = 1e-3``. That is slow by design; :meth:`fast` trades strength for speed.
 
     Args:
-        norm: ``"l2"``, ``"linf"`` (see :mod:`robustkit.attacks.cw_linf`) or ``"l0"``.
+        norm: ``"l2"``, ``"linf"`` or ``"l0"`` (see :mod:`robustkit.attacks.cw_norms`).
         binary_search_steps: rounds of the per-sample search over c (L2). With 10 or more, the last round
             uses the smallest successful c (Carlini's ``repeat``).
         steps: Adam iterations per round.
@@ -109,8 +97,6 @@ class CW(Attack):
         if self.norm == "l2":
             adv, l2sq, const, steps = self.l2_search(x, y, target)
             return self.make_result(x, adv, y, target, steps, extras={"l2": l2sq.sqrt(), "const": const})
-        from robustkit.attacks.cw_norms import run_l0, run_linf
-
         return run_linf(self, x, y, target) if self.norm == "linf" else run_l0(self, x, y, target)
 
     # ---- L2 ---------------------------------------------------------------------------------------------
@@ -120,6 +106,7 @@ class CW(Attack):
         the pixels that move, for the L0 attack. Returns ``(adv, best_l2sq, const, steps)``; ``adv`` is ``x``
         and ``best_l2sq`` ``inf`` where no adversarial example was found; ``steps`` counts the Adam
         iterations each sample ran over all rounds."""
+        x = x.contiguous()  # the fused step updates its state in place and needs dense samples
         batch = x.shape[0]
         label = target if target is not None else y
         const = torch.full((batch,), self.initial_const, dtype=x.dtype, device=x.device)

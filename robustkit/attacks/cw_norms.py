@@ -1,4 +1,4 @@
-"""The L-inf and L0 attacks of Carlini & Wagner (2017, Sec. V.B and V.C), batched per sample.
+"""C&W's margin loss and its L-inf and L0 attacks (Carlini & Wagner 2017, Sec. V.B and V.C), batched per sample.
 
 L-inf: minimise ``c f(x') + sum_i max(|x'_i - x_i| - tau, 0)`` with Adam in tanh space. When a sample's
 attempt succeeds (loss below ``1e-4 c`` and adversarial), tau drops to ``0.9 min(tau, ||x' - x||_inf)`` and
@@ -14,7 +14,7 @@ Every sample runs its own schedule (tau, c, pixel set) inside one batch; finishe
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -31,13 +31,24 @@ _MIN_TAU = 1.0 / 256
 _MAX_ATTEMPTS = 64
 
 
+def margin_loss(logits: Tensor, label: Tensor, targeted: bool, confidence: float) -> Tuple[Tensor, Tensor]:
+    """C&W's f (Eq. 6 of the paper, their chosen f_6) and whether it counts as adversarial, per sample.
+
+    ``label`` is the target (targeted) or the true class (untargeted). Returns ``(f [B], success [B])``
+    with ``success`` = the margin exceeds ``confidence`` (the paper's high-confidence criterion; at 0 it
+    is "the predicted class is the target" or "is not the label").
+    """
+    real = logits.gather(1, label.unsqueeze(1)).squeeze(1)
+    other = logits.scatter(1, label.unsqueeze(1), float("-inf")).amax(dim=1)
+    margin = other - real if targeted else real - other
+    return margin.clamp_min(-confidence), -margin.detach() > confidence
+
+
 def _to_w(x: Tensor) -> Tensor:
     return torch.atanh((2 * x - 1) * (1 - 1e-6))
 
 
 def run_linf(attack: "CW", x: Tensor, y: Tensor, target: Optional[Tensor]) -> AttackResult:
-    from robustkit.attacks.cw import margin_loss
-
     batch = x.shape[0]
     label = target if target is not None else y
     targeted = target is not None
@@ -93,8 +104,6 @@ def run_linf(attack: "CW", x: Tensor, y: Tensor, target: Optional[Tensor]) -> At
 
 
 def run_l0(attack: "CW", x: Tensor, y: Tensor, target: Optional[Tensor]) -> AttackResult:
-    from robustkit.attacks.cw import margin_loss
-
     batch = x.shape[0]
     label = target if target is not None else y
     # Pixels are frozen across channels, as in the paper: the mask is [B, 1, H, W] broadcast over C.

@@ -1,0 +1,160 @@
+"""Minimum-norm attacks (DeepFool, C&W L2) vs foolbox, torchattacks and ART on a trained MNIST LeNet.
+
+Every method attacks the same correctly classified MNIST test images; success and L2 are measured the
+same way for all (prediction of the returned image != label; ||adv - x||_2 over the successes).
+Correctness first: our DeepFool must agree image by image with foolbox's (the same algorithm) before
+anything is timed. Each method is warmed up on 8 images, then timed over the whole set (median of
+``--repeats`` runs for ours and foolbox; the peers that are >10x slower run once, on ``--slow-images``).
+
+    python bench/minnorm.py [--images 256] [--slow-images 64] [--repeats 3] [--threads 2]
+
+Writes bench/results/<label>/minnorm.json (default label cpu-2core).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import platform
+import statistics
+import sys
+import time
+import warnings
+
+import numpy as np
+import torch
+
+import robustkit as rk
+from robustkit.datasets import mnist
+from robustkit.models.train import trained_mnist_model
+
+RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+
+
+def correctly_classified(model, count: int):
+    x, y = mnist("test")[0:4 * count]
+    with torch.no_grad():
+        keep = model(x).argmax(1) == y
+    return x[keep][:count].contiguous(), y[keep][:count].contiguous()
+
+
+def measure(model, x, y, adv) -> dict:
+    adv = torch.as_tensor(np.asarray(adv) if not isinstance(adv, torch.Tensor) else adv).float()
+    with torch.no_grad():
+        success = model(adv).argmax(1) != y
+    l2 = (adv - x).flatten(1).norm(dim=1)
+    in_box = bool(adv.min() >= 0 and adv.max() <= 1)
+    return {"success": success.float().mean().item(),
+            "median_l2": l2[success].median().item() if success.any() else float("nan"), "in_box": in_box}
+
+
+def timed(run, x, y, repeats: int) -> tuple:
+    run(x[:8], y[:8])  # warm-up
+    times, adv = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        adv = run(x, y)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), adv
+
+
+def methods(model):
+    import foolbox as fb
+    import torchattacks
+    from art.attacks.evasion import CarliniL2Method, DeepFool as ArtDeepFool
+    from art.estimators.classification import PyTorchClassifier
+
+    fmodel = fb.PyTorchModel(model, bounds=(0, 1))
+    art_clf = PyTorchClassifier(model, loss=torch.nn.CrossEntropyLoss(), input_shape=(1, 28, 28), nb_classes=10,
+                                clip_values=(0.0, 1.0))
+
+    def fb_run(attack):
+        return lambda x, y: attack(fmodel, x, y, epsilons=None)[1]
+
+    def art_run(attack):
+        return lambda x, y: torch.from_numpy(attack.generate(x.numpy()))
+
+    deepfool = {
+        "robustkit.DeepFool": (lambda x, y: rk.attacks.DeepFool(model)(x, y), False),
+        "foolbox.L2DeepFoolAttack": (fb_run(fb.attacks.L2DeepFoolAttack(steps=50, candidates=10, overshoot=0.02)),
+                                     False),
+        "torchattacks.DeepFool": (lambda x, y: torchattacks.DeepFool(model, steps=50, overshoot=0.02)(x, y), True),
+        "art.DeepFool": (art_run(ArtDeepFool(art_clf, max_iter=50, epsilon=0.02, nb_grads=10, batch_size=256,
+                                             verbose=False)), True),
+    }
+    cw = {
+        "robustkit.CW.fast (5x100, lr 0.1)": (lambda x, y: rk.attacks.CW.fast(model)(x, y), False),
+        "robustkit.CW (5x100, lr 0.01)": (lambda x, y: rk.attacks.CW(model, binary_search_steps=5, steps=100,
+                                                                      initial_const=1e-2)(x, y), True),
+        "foolbox.L2CarliniWagnerAttack (5x100)": (fb_run(fb.attacks.L2CarliniWagnerAttack(
+            binary_search_steps=5, steps=100)), False),
+        "foolbox.L2CarliniWagnerAttack (5x100, stepsize 0.1)": (fb_run(fb.attacks.L2CarliniWagnerAttack(
+            binary_search_steps=5, steps=100, stepsize=0.1)), True),
+        "torchattacks.CW (c=1, 100 steps)": (lambda x, y: torchattacks.CW(model, c=1, kappa=0, steps=100,
+                                                                          lr=0.01)(x, y), True),
+        "art.CarliniL2Method (5x100)": (art_run(CarliniL2Method(art_clf, binary_search_steps=5, max_iter=100,
+                                                                learning_rate=0.01, initial_const=0.01,
+                                                                batch_size=256, verbose=False)), True),
+    }
+    return {"deepfool": deepfool, "cw_l2": cw}
+
+
+def check_deepfool_matches_foolbox(model, x, y) -> dict:
+    import foolbox as fb
+
+    ours = rk.attacks.DeepFool(model).run(x, y)
+    theirs = fb.attacks.L2DeepFoolAttack(steps=50, candidates=10, overshoot=0.02)(
+        fb.PyTorchModel(model, bounds=(0, 1)), x, y, epsilons=None)[1]
+    ratio = ours.l2 / (theirs - x).flatten(1).norm(dim=1)
+    agree = ((ratio - 1).abs() < 1e-2).float().mean().item()
+    if agree < 0.9:
+        sys.exit(f"correctness check failed: our DeepFool L2 agrees with foolbox's on only {agree:.0%} of images")
+    return {"images": x.shape[0], "frac_l2_within_1pct_of_foolbox": agree}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=256)
+    parser.add_argument("--slow-images", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--label", default="cpu-2core")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(args.threads)
+    model = trained_mnist_model("lenet", seed=0, progress=False).eval()
+    x, y = correctly_classified(model, args.images)
+    report = {"command": "python " + " ".join(sys.argv), "machine": platform.platform(),
+              "torch": torch.__version__, "threads": args.threads, "images": args.images,
+              "slow_images": args.slow_images, "check": check_deepfool_matches_foolbox(model, x[:32], y[:32]),
+              "results": {}}
+    for family, runs in methods(model).items():
+        rows = {}
+        for name, (run, slow) in runs.items():
+            xs, ys = (x[:args.slow_images], y[:args.slow_images]) if slow else (x, y)
+            seconds, adv = timed(run, xs, ys, 1 if slow else args.repeats)
+            rows[name] = {"images": xs.shape[0], "seconds": seconds, "img_per_s": xs.shape[0] / seconds,
+                          **measure(model, xs, ys, adv)}
+            print(f"{family:8s} {name:55s} {rows[name]['img_per_s']:7.2f} img/s  success {rows[name]['success']:.3f}"
+                  f"  median L2 {rows[name]['median_l2']:.3f}  ({xs.shape[0]} images)", flush=True)
+        report["results"][family] = rows
+    print_table(report)
+    out = RESULTS / args.label / "minnorm.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {out}")
+
+
+def print_table(report: dict) -> None:
+    base = {"deepfool": "foolbox.L2DeepFoolAttack", "cw_l2": "foolbox.L2CarliniWagnerAttack (5x100)"}
+    print("\n| attack | images | img/s | x foolbox | success | median L2 | L2 / foolbox |")
+    print("|---|---|---|---|---|---|---|")
+    for family, rows in report["results"].items():
+        ref = rows[base[family]]
+        for name, r in rows.items():
+            print(f"| {name} | {r['images']} | {r['img_per_s']:.2f} | {r['img_per_s'] / ref['img_per_s']:.2f} | "
+                  f"{r['success']:.3f} | {r['median_l2']:.3f} | {r['median_l2'] / ref['median_l2']:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
