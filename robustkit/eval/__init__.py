@@ -8,7 +8,8 @@ Example::
     >>> results["attacks"]["pgd"]["metrics"]["robust_accuracy"]
 """
 from robustkit.eval import metrics
+from robustkit.eval.eps_ref import fgs_accuracy, fgs_eps_ref
 from robustkit.eval.gradcam import grad_cam
 from robustkit.eval.runner import batch_seed, evaluate
 
-__all__ = ["evaluate", "metrics", "grad_cam", "batch_seed"]
+__all__ = ["evaluate", "metrics", "grad_cam", "batch_seed", "fgs_eps_ref", "fgs_accuracy"]
