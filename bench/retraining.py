@@ -4,7 +4,8 @@ can run in minutes: small models, subsets, short fine-tuning. See docs/retrainin
 MNIST: the cached LeNet (robustkit.models.train.trained_mnist_model), train = the 60,000 training images,
 test = the first --n-test MNIST test images.
 CIFAR-10: the shared copy has 1,000 test images only, so the first 40,000 training images are the training
-set and --n-test images of the last 10,000 are held out as the test set; a small CNN is trained here.
+set (or the first --n-train of them) and --n-test images of the last 10,000 are held out as the test
+set; a small CNN is trained here (3 epochs).
 
 Per attacker (GAP universal, FGSM eps=0.07, DeepFool L2, C&W L2 toward the least-likely class):
   1. label accuracy of PCA + 1-NN on adversarial versions of training images and of held-out images;
@@ -48,19 +49,19 @@ def cifar_cnn() -> nn.Module:
                          nn.Linear(64 * 16, 128), nn.ReLU(), nn.Linear(128, 10))
 
 
-def load(dataset: str, n_test: int):
+def load(dataset: str, n_test: int, n_train: int):
     if dataset == "mnist":
         x_tr, y_tr = mnist("train").tensors
         x_te, y_te = mnist("test").tensors
         return (x_tr, y_tr), (x_te[:n_test], y_te[:n_test]), trained_mnist_model("lenet", progress=False)
     x, y = cifar10(CIFAR_ROOT, "train").tensors
-    train, test = (x[:40000], y[:40000]), (x[40000:40000 + n_test], y[40000:40000 + n_test])
-    path = default_cache_dir() / "retraining-cifar-cnn-e4-s0.pt"
+    train, test = (x[:n_train], y[:n_train]), (x[40000:40000 + n_test], y[40000:40000 + n_test])
+    path = default_cache_dir() / f"retraining-cifar-cnn-n{n_train}-e3-s0.pt"
     model = cifar_cnn()
     if path.is_file():
         model.load_state_dict(torch.load(path, weights_only=True))
     else:
-        model = train_classifier(model, torch.utils.data.TensorDataset(*train), epochs=4, lr=1e-3, batch_size=128,
+        model = train_classifier(model, torch.utils.data.TensorDataset(*train), epochs=3, lr=1e-3, batch_size=128,
                                  progress=False)
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(model.state_dict(), path)
@@ -73,7 +74,7 @@ def gap_factory(x_fit: torch.Tensor, eps: float, epochs: int = 1):
                                                                     progress=False)
 
 
-def attackers(x_train, dataset):
+def attackers(x_train, dataset, cw_budget):
     out = {"GAP": (gap_factory(x_train[:2000], 10 / 255 if dataset == "cifar10" else 0.2), None),
            "FGSM": (lambda m: FGSM(m, eps=0.07), None)}
     try:
@@ -84,7 +85,7 @@ def attackers(x_train, dataset):
     try:
         from robustkit.attacks.cw import CW
         out["CW-L2 least-likely"] = (lambda m: functools.partial(
-            CW(m, binary_search_steps=3, steps=100, lr=0.05, initial_const=1.0), target="least_likely"), None)
+            CW(m, binary_search_steps=cw_budget[0], steps=cw_budget[1], lr=0.05, initial_const=1.0), target="least_likely"), None)
     except ImportError as error:
         print(f"C&W unavailable: {error}")
     return {k: v[0] for k, v in out.items()}
@@ -133,6 +134,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", choices=["mnist", "cifar10"], required=True)
     parser.add_argument("--n-test", type=int, default=500)
+    parser.add_argument("--n-train", type=int, default=40000,
+                        help="CIFAR-10: training images (the first ones; the held-out test images come from 40000 on)")
+    parser.add_argument("--cw-budget", type=int, nargs=2, default=[3, 100], metavar=("SEARCHES", "STEPS"))
     parser.add_argument("--n-label", type=int, default=300, help="images per attacker for the label accuracy")
     parser.add_argument("--n-original", type=int, default=3000, help="original images in the retraining set")
     parser.add_argument("--n-sweep", type=int, nargs="+", default=[3000, 1500, 750, 540],
@@ -145,14 +149,15 @@ def main():
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     start = time.perf_counter()
-    train, test, model = load(args.dataset, args.n_test)
+    train, test, model = load(args.dataset, args.n_test, args.n_train)
     dim = 50 if args.dataset == "mnist" else 300
     labeler = KNNLabeler(pca_dim=dim).fit(*train)
-    factories = attackers(train[0], args.dataset)
+    factories = attackers(train[0], args.dataset, args.cw_budget)
     result = {"command": "python " + " ".join(sys.argv), "dataset": args.dataset, "pca_dim": dim,
               "n_train": train[0].shape[0], "n_test": test[0].shape[0],
               "clean_test_accuracy": (model(test[0]).argmax(1) == test[1]).double().mean().item(),
-              "attackers": list(factories)}
+              "attackers": list(factories), "cw_budget": args.cw_budget, "n_sweep": args.n_sweep,
+              "n_original": args.n_original}
     out_path = OUT / f"retraining_{args.dataset}.json"
     # parts run separately merge into one file
     previous = json.loads(out_path.read_text()) if out_path.is_file() else {}
