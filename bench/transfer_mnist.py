@@ -13,7 +13,7 @@ target class per image (seeded), we measure targeted success = the model predict
 ε, N and μ are the paper's (ε = 32/255, N = 20, μ = 1, α = ε/N); ``--eps`` adds other budgets (MNIST is
 usually attacked at ε = 0.3).
 
-    python bench/transfer_mnist.py [--images 500] [--eps 0.1255 0.3] [--threads 2]
+    python bench/transfer_mnist.py [--images 500] [--eps 0.1255 0.3] [--threads 1]
 
 Writes bench/results/<label>/transfer_mnist.json.
 """
