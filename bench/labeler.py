@@ -125,12 +125,37 @@ def bench_dataset(name, train, queries, dim, repeats, n_fgsm=5000):
     return row
 
 
+def exact_pca_check(dim: int = 300) -> dict:
+    """Which PCA do the CIFAR-10 labels follow? 1-NN labels of the held-out queries under scikit-learn's
+    default (randomized) PCA, its exact ``covariance_eigh`` PCA, and ours, compared pairwise (not timed)."""
+    from sklearn.decomposition import PCA
+    from sklearn.neighbors import KNeighborsClassifier
+    (x_tr, y_tr), (x_q, _) = load_cifar10_split()
+    a, q = x_tr.flatten(1).numpy(), x_q.flatten(1).numpy()
+    labels = {"ours": KNNLabeler(pca_dim=dim, k=1).fit(x_tr, y_tr).predict(x_q)}
+    for solver in ("auto", "covariance_eigh"):
+        pca = PCA(n_components=dim, svd_solver=solver, random_state=0).fit(a)
+        knn = KNeighborsClassifier(n_neighbors=1).fit(pca.transform(a), y_tr.numpy())
+        labels[f"sklearn_{solver}"] = torch.from_numpy(knn.predict(pca.transform(q)))
+    names = list(labels)
+    return {f"{p} = {r}": (labels[p] == labels[r]).float().mean().item()
+            for i, p in enumerate(names) for r in names[i + 1:]}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--datasets", nargs="+", default=["mnist", "cifar10"], choices=["mnist", "cifar10"])
+    parser.add_argument("--exact-pca-check", action="store_true",
+                        help="only compare CIFAR-10 labels under scikit-learn's randomized and exact PCA and ours")
     args = parser.parse_args()
     torch.manual_seed(0)
+    if args.exact_pca_check:
+        check = exact_pca_check()
+        print(check)
+        path = OUT.with_name("labeler_exact_pca_check.json")
+        path.write_text(json.dumps({"command": "python " + " ".join(sys.argv), "agreement": check}, indent=2) + "\n")
+        return
     rows = []
     for name in args.datasets:
         train, queries = load_mnist() if name == "mnist" else load_cifar10_split()
