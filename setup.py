@@ -47,7 +47,8 @@ def sources(pattern: str) -> list[str]:
 
 def build_extension():
     with_cuda, why = resolve_cuda()
-    cpu_sources = ["csrc/robustkit.cpp"] + sources("csrc/ops/*/*_cpu.cpp")
+    # *_cpu_kernel.cpp: torch-free CPU loops (see csrc/ops/ensemble_ce/ensemble_ce_cpu_kernel.h for why).
+    cpu_sources = ["csrc/robustkit.cpp"] + sources("csrc/ops/*/*_cpu.cpp") + sources("csrc/ops/*/*_cpu_kernel.cpp")
     # -fno-trapping-math lets gcc if-convert (and so vectorize) the clamps in the hot loops; no code here
     # relies on floating-point exceptions.
     cxx = ["-O3", "-fopenmp", "-fno-trapping-math"]  # the C++ standard is the one torch asks for

@@ -1,4 +1,5 @@
-// CPU kernels of robustkit::ensemble_temperature_ce and its backward.
+// CPU glue of robustkit::ensemble_temperature_ce and its backward. The row loops live in the torch-free
+// ensemble_ce_cpu_kernel.cpp; float16/bfloat16 rows are widened to float32 in a per-task buffer first.
 // Forward: one task per sample b, looping over the K models' rows; backward: one task per row (k, b).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -6,12 +7,12 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include <cmath>
-#include <limits>
+#include <type_traits>
+#include <vector>
 
 #include "common/checks.h"
-#include "common/cpu_vectorize.h"
 #include "ops/ensemble_ce/ensemble_ce.h"
+#include "ops/ensemble_ce/ensemble_ce_cpu_kernel.h"
 #include "ops/ensemble_ce/ensemble_ce_math.h"
 
 namespace robustkit {
@@ -20,45 +21,31 @@ namespace {
 
 constexpr const char* kOp = "ensemble_temperature_ce";
 
-// The two reductions of a row. `#pragma omp simd` lets gcc vectorize the float reductions (it may
-// reassociate them), which is what makes the fused op faster than the eager composition.
+// A row in the accumulation type: the row itself for float/double, else a widened copy in `buffer`.
 template <typename scalar_t, typename acc_t>
-RK_CPU_HOT acc_t row_max(const scalar_t* row, int64_t num_classes) {
-  acc_t m = -std::numeric_limits<acc_t>::infinity();
-#pragma omp simd reduction(max : m)
-  for (int64_t j = 0; j < num_classes; ++j) {
-    const acc_t z = static_cast<acc_t>(row[j]);
-    m = z > m ? z : m;
+const acc_t* acc_row(const scalar_t* row, int64_t num_classes, std::vector<acc_t>& buffer) {
+  if constexpr (std::is_same_v<scalar_t, acc_t>) {
+    return row;
+  } else {
+    buffer.resize(num_classes);
+    for (int64_t j = 0; j < num_classes; ++j) buffer[j] = static_cast<acc_t>(row[j]);
+    return buffer.data();
   }
-  return m;
 }
 
+// (A function template, not a branch in the dispatch lambda: `if constexpr` discards only in templates.)
 template <typename scalar_t, typename acc_t>
-RK_CPU_HOT void row_sums(const scalar_t* row, int64_t num_classes, acc_t m, acc_t inv_temperature, acc_t& sum_t,
-              acc_t& sum_1) {
-  acc_t st = 0, s1 = 0;
-#pragma omp simd reduction(+ : st, s1)
-  for (int64_t j = 0; j < num_classes; ++j) {
-    const acc_t z = static_cast<acc_t>(row[j]);
-    st += exp_at_temperature<acc_t>(z, m, inv_temperature);
-    s1 += exp_at_one<acc_t>(z, m);
+void backward_one_row(const scalar_t* row_in, scalar_t* grad_out, int64_t num_classes, int64_t target, acc_t m,
+                      acc_t inv_t, acc_t log_t, acc_t log_1, acc_t gs, acc_t gh, std::vector<acc_t>& in_buffer,
+                      std::vector<acc_t>& out_buffer) {
+  const acc_t* row = acc_row<scalar_t, acc_t>(row_in, num_classes, in_buffer);
+  if constexpr (std::is_same_v<scalar_t, acc_t>) {
+    backward_row(row, grad_out, num_classes, target, m, inv_t, log_t, log_1, gs, gh);
+  } else {
+    out_buffer.resize(num_classes);
+    backward_row(row, out_buffer.data(), num_classes, target, m, inv_t, log_t, log_1, gs, gh);
+    for (int64_t j = 0; j < num_classes; ++j) grad_out[j] = static_cast<scalar_t>(out_buffer[j]);
   }
-  sum_t = st;
-  sum_1 = s1;
-}
-
-// grad_row = g * (soft_weight/T softmax(z/T) + hard_weight softmax(z)) - g * (soft_weight/T + hard_weight) at y.
-template <typename scalar_t, typename acc_t>
-RK_CPU_HOT void backward_row(const scalar_t* row, scalar_t* grow, int64_t num_classes, int64_t t, acc_t m, acc_t inv_t,
-                  acc_t log_t, acc_t log_1, acc_t gs, acc_t gh) {
-#pragma omp simd
-  for (int64_t j = 0; j < num_classes; ++j) {
-    grow[j] = static_cast<scalar_t>(
-        grad_without_onehot<acc_t>(static_cast<acc_t>(row[j]), m, inv_t, log_t, log_1, gs, gh));
-  }
-  grow[t] = static_cast<scalar_t>(
-      grad_without_onehot<acc_t>(static_cast<acc_t>(row[t]), m, inv_t, log_t, log_1, gs, gh) -
-      onehot_coef<acc_t>(gs, gh));
 }
 
 void check_targets_in_range(const at::Tensor& target, int64_t num_classes) {
@@ -89,15 +76,16 @@ std::tuple<at::Tensor, at::Tensor> forward_cpu(const at::Tensor& logits_in, cons
     const acc_t inv_t = static_cast<acc_t>(1.0 / temperature);
     const acc_t sw = static_cast<acc_t>(soft_weight), hw = static_cast<acc_t>(hard_weight);
     at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+      std::vector<acc_t> buffer;
       for (int64_t b = b0; b < b1; ++b) {
         acc_t total = 0;
         for (int64_t k = 0; k < K; ++k) {
-          const scalar_t* row = z + (k * B + b) * C;
-          const acc_t m = row_max<scalar_t, acc_t>(row, C);
+          const acc_t* row = acc_row<scalar_t, acc_t>(z + (k * B + b) * C, C, buffer);
+          const acc_t m = row_max(row, C);
           acc_t sum_t, sum_1;
-          row_sums<scalar_t, acc_t>(row, C, m, inv_t, sum_t, sum_1);
+          row_sums(row, C, m, inv_t, sum_t, sum_1);
           const acc_t log_t = log_acc(sum_t), log_1 = log_acc(sum_1);
-          total += row_loss<acc_t>(m, static_cast<acc_t>(row[y[b]]), inv_t, log_t, log_1, sw, hw);
+          total += row_loss<acc_t>(m, row[y[b]], inv_t, log_t, log_1, sw, hw);
           st[(kStatMax * K + k) * B + b] = m;
           st[(kStatLogSumT * K + k) * B + b] = log_t;
           st[(kStatLogSum1 * K + k) * B + b] = log_1;
@@ -128,16 +116,15 @@ at::Tensor backward_cpu(const at::Tensor& grad_loss_in, const at::Tensor& logits
     const acc_t* st = stats.data_ptr<acc_t>();
     scalar_t* gz = grad.data_ptr<scalar_t>();
     const acc_t inv_t = static_cast<acc_t>(1.0 / temperature);
-    const acc_t hw = static_cast<acc_t>(hard_weight);
     const acc_t soft_coef = static_cast<acc_t>(soft_weight) * inv_t;
+    const acc_t hw = static_cast<acc_t>(hard_weight);
     at::parallel_for(0, K * B, 1, [&](int64_t r0, int64_t r1) {
+      std::vector<acc_t> in_buffer, out_buffer;
       for (int64_t r = r0; r < r1; ++r) {
-        const int64_t b = r % B;
-        const acc_t g = static_cast<acc_t>(gl[b]);
-        const acc_t m = st[kStatMax * K * B + r], log_t = st[kStatLogSumT * K * B + r],
-                    log_1 = st[kStatLogSum1 * K * B + r];
-        const acc_t gs = g * soft_coef, gh = g * hw;
-        backward_row<scalar_t, acc_t>(z + r * C, gz + r * C, C, y[b], m, inv_t, log_t, log_1, gs, gh);
+        const acc_t g = static_cast<acc_t>(gl[r % B]);
+        backward_one_row<scalar_t, acc_t>(z + r * C, gz + r * C, C, y[r % B], st[kStatMax * K * B + r], inv_t,
+                                          st[kStatLogSumT * K * B + r], st[kStatLogSum1 * K * B + r],
+                                          g * soft_coef, g * hw, in_buffer, out_buffer);
       }
     });
   });
