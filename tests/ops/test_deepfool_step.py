@@ -109,3 +109,16 @@ def test_bad_input_errors(make, message):
 def test_bad_norm_error():
     with pytest.raises(ValueError, match="norm must be one of"):
         deepfool_step(torch.randn(2, 2), torch.randn(2, 2, 3), norm="l1")
+
+
+def test_compiles_fullgraph_with_autograd():
+    """The fake kernel and the autograd registration let torch.compile trace the op without graph breaks."""
+    f, w = _inputs(4, 3, 10, torch.float64, "cpu", seed=5)
+    f.requires_grad_(True)
+    w.requires_grad_(True)
+    compiled = torch.compile(lambda a, b: deepfool_step(a, b)[0].square().sum(), fullgraph=True,
+                             backend="aot_eager")
+    grads = torch.autograd.grad(compiled(f, w), (f, w))
+    expected = torch.autograd.grad(deepfool_step(f, w)[0].square().sum(), (f, w))
+    for a, b in zip(grads, expected):
+        torch.testing.assert_close(a, b)

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <tuple>
 
+#include "common/cpu_vectorize.h"
 #include "ops/deepfool_step/deepfool_step.h"
 #include "ops/deepfool_step/deepfool_step_math.h"
 
@@ -17,7 +18,7 @@ namespace deepfool_step {
 namespace {
 
 template <typename T>
-T norm_sum(const T* w, int64_t n, Norm norm) {
+RK_CPU_HOT T norm_sum(const T* w, int64_t n, Norm norm) {
   T s = 0;
   if (norm == Norm::kL2) {
 #pragma omp simd reduction(+ : s)
@@ -55,7 +56,7 @@ int64_t samples_per_task(int64_t elements_per_sample) {
 
 // One sample: writes the step r [D] and returns the chosen candidate.
 template <typename T>
-int64_t step_sample(const T* f, const T* w, T* r, int64_t K, int64_t D, Norm norm) {
+RK_CPU_HOT int64_t step_sample(const T* f, const T* w, T* r, int64_t K, int64_t D, Norm norm) {
   T sum;
   const int64_t l = nearest_candidate(f, w, K, D, norm, &sum);
   const T scale = step_scale(f[l], sum, norm);
@@ -67,7 +68,8 @@ int64_t step_sample(const T* f, const T* w, T* r, int64_t K, int64_t D, Norm nor
 
 // One sample: writes grad_f[l] and the row grad_w[l] (the caller zeroed the rest).
 template <typename T>
-void backward_sample(const T* g, const T* f, const T* w, int64_t l, T* grad_f, T* grad_w, int64_t D, Norm norm) {
+RK_CPU_HOT void backward_sample(const T* g, const T* f, const T* w, int64_t l, T* grad_f, T* grad_w, int64_t D,
+                                Norm norm) {
   const T* wl = w + l * D;
   T sum = 0, g_dot = 0;
 #pragma omp simd reduction(+ : sum, g_dot)
