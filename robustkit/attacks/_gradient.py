@@ -53,7 +53,11 @@ class GradientAttack(Attack):
             ``λ1 Σ_k CE(z_k / T, y) + λ2 Σ_k CE(z_k, y)`` over the K models (``fusion="loss"``).
         fusion: ``"loss"`` (Eq. 8) or ``"logits"`` (Dong et al. 2018: the CE of the weighted mean logits).
         weights: per-model weights for ``fusion="logits"`` (uniform by default).
-        early_stop: drop samples from the active batch once they succeed (see the module docstring).
+        early_stop: for robust-accuracy evaluation, drop samples from the active batch once they succeed.
+            ``success`` is then "succeeded at some step" (the same robust accuracy as a fixed-step run
+            whenever that run's success is monotone, e.g. untargeted PGD on an undefended model), ``adv``
+            holds each sample's *first* successful iterate, so the images differ from a fixed-step run's,
+            and ``steps`` the iterations each sample used. Costs one host sync per step.
         model / models / amp / batch_size / seed: see :class:`robustkit.attacks.base.Attack`.
     """
 
