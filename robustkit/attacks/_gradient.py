@@ -134,7 +134,9 @@ class GradientAttack(Attack):
 
     def _loss_gradient(self, outs: List[Tensor], x_var: Tensor, label: Tensor, targeted: bool) -> Tensor:
         """The input gradient of the fused loss, pointing in the direction that helps the attack."""
-        loss = ensemble_temperature_ce(outs, label, temperature=self.temperature, soft_weight=self.soft_weight,
+        # one model: a [1, B, C] view instead of torch.stack's copy (and its backward)
+        logits = outs[0].unsqueeze(0) if len(outs) == 1 else torch.stack(outs)
+        loss = ensemble_temperature_ce(logits, label, temperature=self.temperature, soft_weight=self.soft_weight,
                                        hard_weight=self.hard_weight, reduction="sum", fusion=self.fusion,
                                        weights=self.weights)
         # Targeted attacks descend the CE toward the target: negating the scalar costs nothing, whereas
