@@ -1,6 +1,5 @@
-// CPU kernel of robustkit::cw_l2_step_: one task per sample, two passes over its elements: ||x - x_orig||^2
-// (which decides whether x becomes the best-so-far), then the copy into best_adv where it does, the gradient,
-// the Adam update and the new x.
+// CPU glue of robustkit::cw_l2_step_: checks, dtype dispatch and one task per sample; the per-sample loop
+// is in the torch-free cw_step_cpu_kernel.cpp.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -9,42 +8,12 @@
 #include <algorithm>
 #include <cmath>
 
-#include "common/cpu_vectorize.h"
 #include "ops/cw_step/cw_step.h"
-#include "ops/cw_step/cw_step_math.h"
+#include "ops/cw_step/cw_step_cpu_kernel.h"
 
 namespace robustkit {
 namespace cw_step {
 namespace {
-
-// One sample; returns ||x - x_orig||^2 of the x it was called with. The buffers never alias (they are
-// distinct tensors of the op), which __restrict__ tells gcc so that the update loop vectorizes.
-template <typename T>
-RK_CPU_HOT T step_sample(T* __restrict__ w, T* __restrict__ x, T* __restrict__ m, T* __restrict__ v,
-                         T* __restrict__ best_adv, T* best_l2sq, const T* __restrict__ x_orig,
-                         const T* __restrict__ loss_grad, bool success, int64_t n, T lo, T hi, T lr, T beta1,
-                         T beta2, T eps, T inv_bc1, T inv_sqrt_bc2) {
-  T sq = 0;
-#pragma omp simd reduction(+ : sq)
-  for (int64_t i = 0; i < n; ++i) {
-    const T d = x[i] - x_orig[i];
-    sq += d * d;
-  }
-  if (success && sq < *best_l2sq) {
-    *best_l2sq = sq;
-    std::copy(x, x + n, best_adv);
-  }
-#pragma omp simd
-  for (int64_t i = 0; i < n; ++i) {
-    T wi = w[i], mi = m[i], vi = v[i];
-    x[i] = adam_update(wi, mi, vi, x[i], x_orig[i], loss_grad[i], lo, hi, lr, beta1, beta2, eps, inv_bc1,
-                       inv_sqrt_bc2);
-    w[i] = wi;
-    m[i] = mi;
-    v[i] = vi;
-  }
-  return sq;
-}
 
 at::Tensor cw_l2_step_cpu(at::Tensor w, at::Tensor x, at::Tensor exp_avg, at::Tensor exp_avg_sq,
                           at::Tensor best_adv, at::Tensor best_l2sq, const at::Tensor& x_orig_in,
@@ -72,14 +41,14 @@ at::Tensor cw_l2_step_cpu(at::Tensor w, at::Tensor x, at::Tensor exp_avg, at::Te
     const T* gp = loss_grad.data_ptr<T>();
     const bool* sp = success.data_ptr<bool>();
     T* lp = l2sq.data_ptr<T>();
-    const T lo = T(clip_min), hi = T(clip_max), lr_t = T(lr), b1 = T(beta1), b2 = T(beta2), eps_t = T(eps);
-    const T ibc1 = T(inv_bc1), isbc2 = T(inv_sqrt_bc2);
+    const StepCoefs<T> coefs{T(clip_min), T(clip_max), T(lr), T(beta1), T(beta2), T(eps), T(inv_bc1),
+                             T(inv_sqrt_bc2)};
     // ~64k elements per task: small calls run inline instead of paying a thread hand-off.
     at::parallel_for(0, B, std::max<int64_t>(1, (int64_t{1} << 16) / n), [&](int64_t s0, int64_t s1) {
       for (int64_t b = s0; b < s1; ++b) {
         const int64_t off = b * n;
         lp[b] = step_sample(wp + off, xp + off, mp + off, vp + off, bp + off, blp + b, xop + off, gp + off, sp[b],
-                            n, lo, hi, lr_t, b1, b2, eps_t, ibc1, isbc2);
+                            n, coefs);
       }
     });
   });
