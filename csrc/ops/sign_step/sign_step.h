@@ -70,5 +70,25 @@ inline bool shares_dense_sample_layout(const at::Tensor& a, const at::Tensor& b)
          (a.size(0) <= 1 || a.stride(0) == a.numel() / a.size(0));
 }
 
+// Runs `run_dense(x_adv, x_orig, grad, momentum)` on tensors that share a dense per-sample layout: the
+// inputs themselves when they already do, else contiguous copies whose results are written back into
+// x_adv and momentum (so the op stays in place for every layout).
+template <typename RunDense>
+void with_dense_sample_layout(at::Tensor& x_adv, const at::Tensor& x_orig, const at::Tensor& grad,
+                              c10::optional<at::Tensor>& momentum, RunDense&& run_dense) {
+  const bool dense = shares_dense_sample_layout(x_adv, x_orig) && shares_dense_sample_layout(x_adv, grad) &&
+                     (!momentum.has_value() || shares_dense_sample_layout(x_adv, *momentum));
+  if (dense) {
+    run_dense(x_adv, x_orig, grad, momentum);
+    return;
+  }
+  at::Tensor x_c = x_adv.contiguous();
+  c10::optional<at::Tensor> m_c;
+  if (momentum.has_value()) m_c = momentum->contiguous();
+  run_dense(x_c, x_orig.contiguous(), grad.contiguous(), m_c);
+  if (!x_c.is_same(x_adv)) x_adv.copy_(x_c);
+  if (momentum.has_value() && !m_c->is_same(*momentum)) momentum->copy_(*m_c);
+}
+
 }  // namespace sign_step
 }  // namespace robustkit

@@ -132,20 +132,11 @@ void sign_momentum_step_cpu(at::Tensor x_adv, const at::Tensor& x_orig, const at
   check_args(x_adv, x_orig, grad, momentum, step_t, eps_t, step_size, eps, clip_min, clip_max);
   const GradNorm grad_norm = parse_grad_norm(std::string(grad_norm_s));
   const Norm norm = parse_norm(std::string(norm_s));
-  bool dense = shares_dense_sample_layout(x_adv, x_orig) && shares_dense_sample_layout(x_adv, grad) &&
-               (!momentum.has_value() || shares_dense_sample_layout(x_adv, *momentum));
-  if (dense) {
-    run_dense(x_adv, x_orig, grad, momentum, step_t, eps_t, step_size, eps, decay, grad_norm, norm, clip_min,
-              clip_max);
-    return;
-  }
-  at::Tensor x_c = x_adv.contiguous();
-  c10::optional<at::Tensor> m_c;
-  if (momentum.has_value()) m_c = momentum->contiguous();
-  run_dense(x_c, x_orig.contiguous(), grad.contiguous(), m_c, step_t, eps_t, step_size, eps, decay, grad_norm,
-            norm, clip_min, clip_max);
-  if (!x_c.is_same(x_adv)) x_adv.copy_(x_c);
-  if (momentum.has_value() && !m_c->is_same(*momentum)) momentum->copy_(*m_c);
+  with_dense_sample_layout(x_adv, x_orig, grad, momentum,
+                           [&](at::Tensor& x, const at::Tensor& x0, const at::Tensor& g, c10::optional<at::Tensor>& m) {
+                             run_dense(x, x0, g, m, step_t, eps_t, step_size, eps, decay, grad_norm, norm, clip_min,
+                                       clip_max);
+                           });
 }
 
 }  // namespace
