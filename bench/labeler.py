@@ -113,15 +113,26 @@ def bench_dataset(name, train, queries, dim, repeats, n_fgsm=5000):
     row = {"dataset": name, "n_train": x_tr.shape[0], "n_queries": x_q.shape[0], "pca_dim": dim,
            "fgsm_eps": 0.1, "fgsm_n": n_fgsm, "fgsm_model_fooling_ratio": model_fooled,
            "fgsm_true_label_recovered": fgsm_recovered}
-    sk, sk_times = timed(lambda: sklearn_labels(x_tr, y_tr, x_q, dim), repeats)
-    row["sklearn_s"] = statistics.median(sk_times)
+    # interleaved repeats (scikit-learn, faiss, torch, scikit-learn, ...): load from other users of the shared
+    # machine drifts over minutes, and back-to-back blocks of repeats would charge the drift to one side
+    runs = {"sklearn": lambda: sklearn_labels(x_tr, y_tr, x_q, dim),
+            "faiss": lambda: ours(x_tr, y_tr, x_q, dim, "faiss"),
+            "torch": lambda: ours(x_tr, y_tr, x_q, dim, "torch")}
+    times = {name: [] for name in runs}
+    labels = {}
+    for _ in range(repeats):
+        for name, fn in runs.items():
+            labels[name], elapsed = timed(fn, 1)
+            times[name] += elapsed
+    sk = labels["sklearn"]
+    row["sklearn_s"] = statistics.median(times["sklearn"])
     row["sklearn_accuracy"] = (sk == y_q).float().mean().item()
     for backend in ("faiss", "torch"):
-        labels, times = timed(lambda: ours(x_tr, y_tr, x_q, dim, backend), repeats)
-        row[f"{backend}_s"] = statistics.median(times)
+        row[f"{backend}_s"] = statistics.median(times[backend])
         row[f"{backend}_speedup_vs_sklearn"] = row["sklearn_s"] / row[f"{backend}_s"]
-        row[f"{backend}_agreement_with_sklearn"] = (labels == sk).float().mean().item()
-        row[f"{backend}_accuracy"] = (labels == y_q).float().mean().item()
+        row[f"{backend}_agreement_with_sklearn"] = (labels[backend] == sk).float().mean().item()
+        row[f"{backend}_accuracy"] = (labels[backend] == y_q).float().mean().item()
+    row["all_times_s"] = times
     return row
 
 
@@ -171,9 +182,14 @@ def main():
               f"{r['torch_speedup_vs_sklearn']:5.2f} {r['torch_agreement_with_sklearn']:7.2%} "
               f"{r['fgsm_true_label_recovered']:8.2%}")
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps({"command": "python " + " ".join(sys.argv), "machine": platform.processor() or
-                               platform.machine(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-                               "rows": rows}, indent=2) + "\n")
+    # a run over some datasets replaces their rows and keeps the others'
+    previous = json.loads(OUT.read_text())["rows"] if OUT.is_file() else []
+    command = "python " + " ".join(sys.argv)
+    for r in rows:
+        r["command"] = command
+    rows = [r for r in previous if r["dataset"] not in args.datasets] + rows
+    OUT.write_text(json.dumps({"machine": platform.processor() or platform.machine(), "torch": torch.__version__,
+                               "threads": torch.get_num_threads(), "rows": rows}, indent=2) + "\n")
     print(f"wrote {OUT}")
 
 
