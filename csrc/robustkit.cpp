@@ -5,7 +5,8 @@
 #include <torch/library.h>
 
 TORCH_LIBRARY(robustkit, m) {
-  // Per-sample loss [B] and the row stats [3, K, B] (max, log-sum at T, log-sum at 1) the backward needs.
+  // Per-sample loss [B] and the row stats [5, K, B] the backward needs (max; log-sums at T and at 1, over all
+  // classes and over the classes other than the target; see csrc/ops/ensemble_ce/ensemble_ce_math.h).
   m.def("ensemble_temperature_ce(Tensor logits, Tensor target, float temperature, float soft_weight, "
         "float hard_weight) -> (Tensor, Tensor)");
   m.def("_ensemble_temperature_ce_backward(Tensor grad_loss, Tensor logits, Tensor target, Tensor row_stats, "

@@ -40,6 +40,8 @@ HOST_DEVICE float exp_acc(float x) {
 HOST_DEVICE double exp_acc(double x) { return exp(x); }
 
 HOST_DEVICE float log_acc(float x) { return logf(x); }
+HOST_DEVICE float log1p_acc(float x) { return log1pf(x); }
+HOST_DEVICE double log1p_acc(double x) { return log1p(x); }
 HOST_DEVICE double log_acc(double x) { return log(x); }
 
 }  // namespace robustkit

@@ -11,6 +11,7 @@ from robustkit import _ext  # noqa: F401  (registers torch.ops.robustkit)
 Logits = Union[Tensor, Sequence[Tensor]]
 _REDUCTIONS = ("none", "sum", "mean")
 _FUSIONS = ("loss", "logits")
+_NUM_ROW_STATS = 5  # kNumRowStats in csrc/ops/ensemble_ce/ensemble_ce_math.h
 
 
 def ensemble_temperature_ce(
@@ -107,7 +108,7 @@ def _fake(logits, target, temperature, soft_weight, hard_weight):
                  lambda: f"target must be [B] with B = {logits.shape[1]}, got {list(target.shape)}")
     num_models, batch = logits.shape[0], logits.shape[1]
     stats_dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
-    return logits.new_empty((batch,)), logits.new_empty((3, num_models, batch), dtype=stats_dtype)
+    return logits.new_empty((batch,)), logits.new_empty((_NUM_ROW_STATS, num_models, batch), dtype=stats_dtype)
 
 
 @torch.library.register_fake("robustkit::_ensemble_temperature_ce_backward")

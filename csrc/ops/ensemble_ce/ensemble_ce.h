@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 
 #include "common/checks.h"
+#include "ops/ensemble_ce/ensemble_ce_math.h"
 
 namespace robustkit {
 namespace ensemble_ce {
@@ -36,10 +37,10 @@ inline void check_backward_args(const at::Tensor& grad_loss, const at::Tensor& l
            "grad_loss must be [B] with B = ", logits.size(1), ", got shape ", grad_loss.sizes());
   RK_CHECK(grad_loss.scalar_type() == logits.scalar_type(), op, "grad_loss must have the logits' dtype ",
            logits.scalar_type(), ", got ", grad_loss.scalar_type());
-  RK_CHECK(stats.dim() == 3 && stats.size(0) == 3 && stats.size(1) == logits.size(0) &&
+  RK_CHECK(stats.dim() == 3 && stats.size(0) == kNumRowStats && stats.size(1) == logits.size(0) &&
                stats.size(2) == logits.size(1),
-           op, "row_stats must be [3, K, B] = [3, ", logits.size(0), ", ", logits.size(1), "], got shape ",
-           stats.sizes());
+           op, "row_stats must be [", kNumRowStats, ", K, B] = [", kNumRowStats, ", ", logits.size(0), ", ",
+           logits.size(1), "], got shape ", stats.sizes());
   RK_CHECK(stats.scalar_type() == row_stats_dtype(logits.scalar_type()), op, "row_stats must be ",
            row_stats_dtype(logits.scalar_type()), ", got ", stats.scalar_type());
   RK_CHECK_SAME_DEVICE(logits, grad_loss, op, "logits", "grad_loss");

@@ -35,15 +35,15 @@ const acc_t* acc_row(const scalar_t* row, int64_t num_classes, std::vector<acc_t
 
 // (A function template, not a branch in the dispatch lambda: `if constexpr` discards only in templates.)
 template <typename scalar_t, typename acc_t>
-void backward_one_row(const scalar_t* row_in, scalar_t* grad_out, int64_t num_classes, int64_t target, acc_t m,
-                      acc_t inv_t, acc_t log_t, acc_t log_1, acc_t gs, acc_t gh, std::vector<acc_t>& in_buffer,
+void backward_one_row(const scalar_t* row_in, scalar_t* grad_out, int64_t num_classes, int64_t target,
+                      const acc_t* stats, acc_t inv_t, acc_t gs, acc_t gh, std::vector<acc_t>& in_buffer,
                       std::vector<acc_t>& out_buffer) {
   const acc_t* row = acc_row<scalar_t, acc_t>(row_in, num_classes, in_buffer);
   if constexpr (std::is_same_v<scalar_t, acc_t>) {
-    backward_row(row, grad_out, num_classes, target, m, inv_t, log_t, log_1, gs, gh);
+    backward_row(row, grad_out, num_classes, target, stats, inv_t, gs, gh);
   } else {
     out_buffer.resize(num_classes);
-    backward_row(row, out_buffer.data(), num_classes, target, m, inv_t, log_t, log_1, gs, gh);
+    backward_row(row, out_buffer.data(), num_classes, target, stats, inv_t, gs, gh);
     for (int64_t j = 0; j < num_classes; ++j) grad_out[j] = static_cast<scalar_t>(out_buffer[j]);
   }
 }
@@ -64,7 +64,7 @@ std::tuple<at::Tensor, at::Tensor> forward_cpu(const at::Tensor& logits_in, cons
   const int64_t K = logits.size(0), B = logits.size(1), C = logits.size(2);
   check_targets_in_range(target, C);
   at::Tensor loss = at::empty({B}, logits.options());
-  at::Tensor stats = at::empty({3, K, B}, logits.options().dtype(row_stats_dtype(logits.scalar_type())));
+  at::Tensor stats = at::empty({kNumRowStats, K, B}, logits.options().dtype(row_stats_dtype(logits.scalar_type())));
   if (B == 0) return {loss, stats};
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "ensemble_ce_fwd", [&] {
@@ -81,14 +81,17 @@ std::tuple<at::Tensor, at::Tensor> forward_cpu(const at::Tensor& logits_in, cons
         acc_t total = 0;
         for (int64_t k = 0; k < K; ++k) {
           const acc_t* row = acc_row<scalar_t, acc_t>(z + (k * B + b) * C, C, buffer);
-          const acc_t m = row_max(row, C);
-          acc_t sum_t, sum_1;
-          row_sums(row, C, m, inv_t, sum_t, sum_1);
-          const acc_t log_t = log_acc(sum_t), log_1 = log_acc(sum_1);
-          total += row_loss<acc_t>(m, row[y[b]], inv_t, log_t, log_1, sw, hw);
-          st[(kStatMax * K + k) * B + b] = m;
-          st[(kStatLogSumT * K + k) * B + b] = log_t;
-          st[(kStatLogSum1 * K + k) * B + b] = log_1;
+          acc_t row_stats[kNumRowStats], sums[4];
+          row_stats[kStatMax] = row_max(row, C);
+          row_sums(row, C, y[b], row_stats[kStatMax], inv_t, sums);
+          row_stats[kStatLogSumT] = log_acc(sums[0]);
+          row_stats[kStatLogSum1] = log_acc(sums[1]);
+          row_stats[kStatLogOthersT] = log_acc(sums[2]);
+          row_stats[kStatLogOthers1] = log_acc(sums[3]);
+          total += row_loss<acc_t>(row_stats[kStatMax], row[y[b]], inv_t, row_stats[kStatLogSumT],
+                                   row_stats[kStatLogSum1], row_stats[kStatLogOthersT],
+                                   row_stats[kStatLogOthers1], sw, hw);
+          for (int s = 0; s < kNumRowStats; ++s) st[(s * K + k) * B + b] = row_stats[s];
         }
         out[b] = static_cast<scalar_t>(total);
       }
@@ -122,9 +125,10 @@ at::Tensor backward_cpu(const at::Tensor& grad_loss_in, const at::Tensor& logits
       std::vector<acc_t> in_buffer, out_buffer;
       for (int64_t r = r0; r < r1; ++r) {
         const acc_t g = static_cast<acc_t>(gl[r % B]);
-        backward_one_row<scalar_t, acc_t>(z + r * C, gz + r * C, C, y[r % B], st[kStatMax * K * B + r], inv_t,
-                                          st[kStatLogSumT * K * B + r], st[kStatLogSum1 * K * B + r],
-                                          g * soft_coef, g * hw, in_buffer, out_buffer);
+        acc_t row_stats[kNumRowStats];
+        for (int s = 0; s < kNumRowStats; ++s) row_stats[s] = st[s * K * B + r];
+        backward_one_row<scalar_t, acc_t>(z + r * C, gz + r * C, C, y[r % B], row_stats, inv_t, g * soft_coef,
+                                          g * hw, in_buffer, out_buffer);
       }
     });
   });

@@ -20,25 +20,32 @@ RK_CPU_HOT T row_max_impl(const T* row, int64_t num_classes) {
 }
 
 template <typename T>
-RK_CPU_HOT void row_sums_impl(const T* row, int64_t num_classes, T m, T inv_t, T& sum_t, T& sum_1) {
-  T st = 0, s1 = 0;
-#pragma omp simd reduction(+ : st, s1)
+RK_CPU_HOT void row_sums_impl(const T* row, int64_t num_classes, int64_t target, T m, T inv_t, T sums[4]) {
+  T st = 0, s1 = 0, ot = 0, o1 = 0;
+#pragma omp simd reduction(+ : st, s1, ot, o1)
   for (int64_t j = 0; j < num_classes; ++j) {
-    st += exp_at_temperature<T>(row[j], m, inv_t);
-    s1 += exp_at_one<T>(row[j], m);
+    const T et = exp_at_temperature<T>(row[j], m, inv_t), e1 = exp_at_one<T>(row[j], m);
+    const bool other = j != target;
+    st += et;
+    s1 += e1;
+    ot += other ? et : T(0);
+    o1 += other ? e1 : T(0);
   }
-  sum_t = st;
-  sum_1 = s1;
+  sums[0] = st;
+  sums[1] = s1;
+  sums[2] = ot;
+  sums[3] = o1;
 }
 
 template <typename T>
-RK_CPU_HOT void backward_row_impl(const T* row, T* grad_row, int64_t num_classes, int64_t target, T m, T inv_t,
-                                  T log_t, T log_1, T gs, T gh) {
+RK_CPU_HOT void backward_row_impl(const T* row, T* grad_row, int64_t num_classes, int64_t target, const T* stats,
+                                  T inv_t, T gs, T gh) {
+  const T m = stats[kStatMax], log_t = stats[kStatLogSumT], log_1 = stats[kStatLogSum1];
 #pragma omp simd
   for (int64_t j = 0; j < num_classes; ++j) {
     grad_row[j] = grad_without_onehot<T>(row[j], m, inv_t, log_t, log_1, gs, gh);
   }
-  grad_row[target] -= onehot_coef<T>(gs, gh);
+  grad_row[target] = target_grad<T>(log_t, log_1, stats[kStatLogOthersT], stats[kStatLogOthers1], gs, gh);
 }
 
 }  // namespace
@@ -46,20 +53,20 @@ RK_CPU_HOT void backward_row_impl(const T* row, T* grad_row, int64_t num_classes
 float row_max(const float* row, int64_t c) { return row_max_impl(row, c); }
 double row_max(const double* row, int64_t c) { return row_max_impl(row, c); }
 
-void row_sums(const float* row, int64_t c, float m, float inv_t, float& st, float& s1) {
-  row_sums_impl(row, c, m, inv_t, st, s1);
+void row_sums(const float* row, int64_t c, int64_t t, float m, float inv_t, float sums[4]) {
+  row_sums_impl(row, c, t, m, inv_t, sums);
 }
-void row_sums(const double* row, int64_t c, double m, double inv_t, double& st, double& s1) {
-  row_sums_impl(row, c, m, inv_t, st, s1);
+void row_sums(const double* row, int64_t c, int64_t t, double m, double inv_t, double sums[4]) {
+  row_sums_impl(row, c, t, m, inv_t, sums);
 }
 
-void backward_row(const float* row, float* g, int64_t c, int64_t t, float m, float inv_t, float lt, float l1,
-                  float gs, float gh) {
-  backward_row_impl(row, g, c, t, m, inv_t, lt, l1, gs, gh);
+void backward_row(const float* row, float* g, int64_t c, int64_t t, const float stats[5], float inv_t, float gs,
+                  float gh) {
+  backward_row_impl(row, g, c, t, stats, inv_t, gs, gh);
 }
-void backward_row(const double* row, double* g, int64_t c, int64_t t, double m, double inv_t, double lt, double l1,
+void backward_row(const double* row, double* g, int64_t c, int64_t t, const double stats[5], double inv_t,
                   double gs, double gh) {
-  backward_row_impl(row, g, c, t, m, inv_t, lt, l1, gs, gh);
+  backward_row_impl(row, g, c, t, stats, inv_t, gs, gh);
 }
 
 }  // namespace ensemble_ce

@@ -13,15 +13,16 @@ namespace ensemble_ce {
 float row_max(const float* row, int64_t num_classes);
 double row_max(const double* row, int64_t num_classes);
 
-// sum_j exp((z_j - m) / T) and sum_j exp(z_j - m).
-void row_sums(const float* row, int64_t num_classes, float m, float inv_t, float& sum_t, float& sum_1);
-void row_sums(const double* row, int64_t num_classes, double m, double inv_t, double& sum_t, double& sum_1);
+// The sums of a row: [0] sum_j exp((z_j - m) / T), [1] sum_j exp(z_j - m), [2], [3] the same over j != target.
+void row_sums(const float* row, int64_t num_classes, int64_t target, float m, float inv_t, float sums[4]);
+void row_sums(const double* row, int64_t num_classes, int64_t target, double m, double inv_t, double sums[4]);
 
-// grad_row = gs * softmax(z/T) + gh * softmax(z), minus (gs + gh) at the target index.
-void backward_row(const float* row, float* grad_row, int64_t num_classes, int64_t target, float m, float inv_t,
-                  float log_t, float log_1, float gs, float gh);
-void backward_row(const double* row, double* grad_row, int64_t num_classes, int64_t target, double m,
-                  double inv_t, double log_t, double log_1, double gs, double gh);
+// grad_row = gs * (softmax(z/T) - onehot) + gh * (softmax(z) - onehot); `stats` is the row's 5 stats in
+// the order of ensemble_ce_math.h (kStatMax ...).
+void backward_row(const float* row, float* grad_row, int64_t num_classes, int64_t target, const float stats[5],
+                  float inv_t, float gs, float gh);
+void backward_row(const double* row, double* grad_row, int64_t num_classes, int64_t target,
+                  const double stats[5], double inv_t, double gs, double gh);
 
 }  // namespace ensemble_ce
 }  // namespace robustkit

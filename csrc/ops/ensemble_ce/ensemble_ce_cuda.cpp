@@ -9,6 +9,7 @@
 #include "common/cuda_glue.h"
 #include "ops/ensemble_ce/ensemble_ce.h"
 #include "ops/ensemble_ce/ensemble_ce_kernel.h"
+#include "ops/ensemble_ce/ensemble_ce_math.h"
 
 namespace robustkit {
 namespace ensemble_ce {
@@ -22,7 +23,7 @@ std::tuple<at::Tensor, at::Tensor> forward_cuda(const at::Tensor& logits_in, con
   const at::Tensor target = target_in.contiguous();
   const int64_t K = logits.size(0), B = logits.size(1), C = logits.size(2);
   at::Tensor loss = at::empty({B}, logits.options());
-  at::Tensor stats = at::empty({3, K, B}, logits.options().dtype(row_stats_dtype(logits.scalar_type())));
+  at::Tensor stats = at::empty({kNumRowStats, K, B}, logits.options().dtype(row_stats_dtype(logits.scalar_type())));
   if (B == 0) return {loss, stats};
   RK_CUDA_CHECK_LAUNCH(
       launch_forward(to_dtype(logits.scalar_type(), "ensemble_temperature_ce", "logits"), logits.data_ptr(),

@@ -32,21 +32,32 @@ __global__ void forward_kernel(const T* __restrict__ logits, const int64_t* __re
     A m = -INFINITY;
     for (int64_t j = threadIdx.x; j < C; j += blockDim.x) m = cuda::MaxOp()(m, cuda::to_acc(row[j]));
     m = cuda::block_reduce(m, cuda::MaxOp(), A(-INFINITY), scratch);
-    A sum_t = 0, sum_1 = 0;
+    A sum_t = 0, sum_1 = 0, others_t = 0, others_1 = 0;
     for (int64_t j = threadIdx.x; j < C; j += blockDim.x) {
       const A z = cuda::to_acc(row[j]);
-      sum_t += exp_at_temperature<A>(z, m, inv_t);
-      sum_1 += exp_at_one<A>(z, m);
+      const A et = exp_at_temperature<A>(z, m, inv_t), e1 = exp_at_one<A>(z, m);
+      sum_t += et;
+      sum_1 += e1;
+      if (j != y) {
+        others_t += et;
+        others_1 += e1;
+      }
     }
     sum_t = cuda::block_reduce(sum_t, cuda::SumOp(), A(0), scratch);
     sum_1 = cuda::block_reduce(sum_1, cuda::SumOp(), A(0), scratch);
+    others_t = cuda::block_reduce(others_t, cuda::SumOp(), A(0), scratch);
+    others_1 = cuda::block_reduce(others_1, cuda::SumOp(), A(0), scratch);
     if (threadIdx.x == 0) {
-      const A log_t = log_acc(sum_t), log_1 = log_acc(sum_1);
+      A row_stats[kNumRowStats];
+      row_stats[kStatMax] = m;
+      row_stats[kStatLogSumT] = log_acc(sum_t);
+      row_stats[kStatLogSum1] = log_acc(sum_1);
+      row_stats[kStatLogOthersT] = log_acc(others_t);
+      row_stats[kStatLogOthers1] = log_acc(others_1);
       const A z_y = valid_target ? cuda::to_acc(row[y]) : A(NAN);
-      total += row_loss<A>(m, z_y, inv_t, log_t, log_1, soft_weight, hard_weight);
-      stats[(kStatMax * K + k) * B + b] = m;
-      stats[(kStatLogSumT * K + k) * B + b] = log_t;
-      stats[(kStatLogSum1 * K + k) * B + b] = log_1;
+      total += row_loss<A>(m, z_y, inv_t, row_stats[kStatLogSumT], row_stats[kStatLogSum1],
+                           row_stats[kStatLogOthersT], row_stats[kStatLogOthers1], soft_weight, hard_weight);
+      for (int s = 0; s < kNumRowStats; ++s) stats[(s * K + k) * B + b] = row_stats[s];
     }
   }
   if (threadIdx.x == 0) loss[b] = cuda::from_acc<T>(total);
@@ -66,9 +77,12 @@ __global__ void backward_kernel(const T* __restrict__ grad_loss, const T* __rest
     const int64_t r = i / C, j = i - r * C, b = r % B;
     const A g = cuda::to_acc(grad_loss[b]);
     const A gs = g * soft_coef, gh = g * hard_weight;
-    A v = grad_without_onehot<A>(cuda::to_acc(logits[i]), stats[kStatMax * K * B + r], inv_t,
-                                 stats[kStatLogSumT * K * B + r], stats[kStatLogSum1 * K * B + r], gs, gh);
-    if (j == target[b]) v -= onehot_coef<A>(gs, gh);
+    const A log_t = stats[kStatLogSumT * K * B + r], log_1 = stats[kStatLogSum1 * K * B + r];
+    const A v = j == target[b]
+                    ? target_grad<A>(log_t, log_1, stats[kStatLogOthersT * K * B + r],
+                                     stats[kStatLogOthers1 * K * B + r], gs, gh)
+                    : grad_without_onehot<A>(cuda::to_acc(logits[i]), stats[kStatMax * K * B + r], inv_t, log_t,
+                                             log_1, gs, gh);
     grad[i] = cuda::from_acc<T>(v);
   }
 }

@@ -1,6 +1,6 @@
 // Torch-free launchers of the ensemble temperature cross-entropy CUDA kernels (ensemble_ce_kernel.cu).
 // Pointers are device pointers to contiguous tensors: logits/grad [K, B, C], target [B] int64,
-// loss/grad_loss [B] in the logits' type, row_stats [3, K, B] in the accumulation type (double for
+// loss/grad_loss [B] in the logits' type, row_stats [5, K, B] in the accumulation type (double for
 // float64 logits, float otherwise).
 #pragma once
 
