@@ -19,8 +19,23 @@ RK_CPU_HOT T row_max_impl(const T* row, int64_t num_classes) {
   return m;
 }
 
+// At T = 1 both exponentials are the same: one per element (plain cross-entropy, PGD, MI-FGSM).
+template <typename T>
+RK_CPU_HOT void row_sums_at_one(const T* row, int64_t num_classes, int64_t target, T m, T sums[4]) {
+  T s = 0, o = 0;
+#pragma omp simd reduction(+ : s, o)
+  for (int64_t j = 0; j < num_classes; ++j) {
+    const T e = exp_at_one<T>(row[j], m);
+    s += e;
+    o += j != target ? e : T(0);
+  }
+  sums[0] = sums[1] = s;
+  sums[2] = sums[3] = o;
+}
+
 template <typename T>
 RK_CPU_HOT void row_sums_impl(const T* row, int64_t num_classes, int64_t target, T m, T inv_t, T sums[4]) {
+  if (inv_t == T(1)) return row_sums_at_one(row, num_classes, target, m, sums);
   T st = 0, s1 = 0, ot = 0, o1 = 0;
 #pragma omp simd reduction(+ : st, s1, ot, o1)
   for (int64_t j = 0; j < num_classes; ++j) {
@@ -41,9 +56,15 @@ template <typename T>
 RK_CPU_HOT void backward_row_impl(const T* row, T* grad_row, int64_t num_classes, int64_t target, const T* stats,
                                   T inv_t, T gs, T gh) {
   const T m = stats[kStatMax], log_t = stats[kStatLogSumT], log_1 = stats[kStatLogSum1];
+  if (inv_t == T(1)) {  // both softmaxes are the same: one exponential per element
+    const T coef = gs + gh;
 #pragma omp simd
-  for (int64_t j = 0; j < num_classes; ++j) {
-    grad_row[j] = grad_without_onehot<T>(row[j], m, inv_t, log_t, log_1, gs, gh);
+    for (int64_t j = 0; j < num_classes; ++j) grad_row[j] = coef * exp_acc((row[j] - m) - log_1);
+  } else {
+#pragma omp simd
+    for (int64_t j = 0; j < num_classes; ++j) {
+      grad_row[j] = grad_without_onehot<T>(row[j], m, inv_t, log_t, log_1, gs, gh);
+    }
   }
   grad_row[target] = target_grad<T>(log_t, log_1, stats[kStatLogOthersT], stats[kStatLogOthers1], gs, gh);
 }
