@@ -122,16 +122,6 @@ class GradientAttack(Attack):
                 f"models={len(self.models)}, early_stop={self.early_stop})")
 
     # ---- the step ---------------------------------------------------------------------------------------
-    def _logits(self, x: Tensor) -> List[Tensor]:
-        """Member logits; float64 models stay float64 (the base class casts to float32)."""
-        with self.autocast():
-            outs = [m(x) for m in self.models]
-        for i, out in enumerate(outs):
-            if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != x.shape[0]:
-                shape = list(out.shape) if isinstance(out, Tensor) else type(out).__name__
-                raise ValueError(f"{type(self).__name__}: models[{i}] must return [B, num_classes] logits, got {shape}")
-        return [o if o.dtype == torch.float64 else o.float() for o in outs]
-
     def _loss_gradient(self, outs: List[Tensor], x_var: Tensor, label: Tensor, targeted: bool) -> Tensor:
         """The input gradient of the fused loss, pointing in the direction that helps the attack."""
         # one model: a [1, B, C] view instead of torch.stack's copy (and its backward)
@@ -197,7 +187,7 @@ class GradientAttack(Attack):
         momentum = self._new_momentum(x)
         for i in range(self.rule.steps):
             x_var = x_adv.detach().requires_grad_(True)
-            outs = self._logits(x_var)
+            outs = self.member_logits(x_var)
             if i == 0:
                 self._check_classes(outs, label_max, targeted)
             grad = self._loss_gradient(outs, x_var, label, targeted)
@@ -222,7 +212,7 @@ class GradientAttack(Attack):
             last = i == self.rule.steps
             x_var = x_adv.detach().requires_grad_(not last)
             with torch.set_grad_enabled(not last):
-                outs = self._logits(x_var)
+                outs = self.member_logits(x_var)
             if i == 0:
                 self._check_classes(outs, label_max, targeted)
             mean_logits = (outs[0] if len(outs) == 1 else torch.stack(outs).mean(0)).detach().float()

@@ -158,14 +158,15 @@ class Attack:
         return torch.autocast(device_type=_device_type(self.models[0]), dtype=torch.bfloat16)
 
     def member_logits(self, x: Tensor) -> List[Tensor]:
-        """Each model's logits of ``x`` as float32 ``[B, num_classes]`` tensors (graph kept for autograd)."""
+        """Each model's logits of ``x`` as ``[B, num_classes]`` tensors (graph kept for autograd): float32, or
+        float64 for float64 models (so exact float64 runs stay exact); half-precision outputs are widened."""
         with self.autocast():
             outs = [m(x) for m in self.models]
         for i, out in enumerate(outs):
             if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != x.shape[0]:
                 shape = list(out.shape) if isinstance(out, Tensor) else type(out).__name__
                 raise ValueError(f"{type(self).__name__}: models[{i}] must return [B, num_classes] logits, got {shape}")
-        return [o.float() for o in outs]
+        return [o if o.dtype == torch.float64 else o.float() for o in outs]
 
     @torch.no_grad()
     def predict(self, x: Tensor) -> Tensor:
