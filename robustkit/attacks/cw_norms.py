@@ -105,7 +105,6 @@ def run_linf(attack: "CW", x: Tensor, y: Tensor, target: Optional[Tensor]) -> At
 
 def run_l0(attack: "CW", x: Tensor, y: Tensor, target: Optional[Tensor]) -> AttackResult:
     batch = x.shape[0]
-    label = target if target is not None else y
     # Pixels are frozen across channels, as in the paper: the mask is [B, 1, H, W] broadcast over C.
     pixel_shape = (batch, 1) + tuple(x.shape[2:]) if x.dim() >= 3 else x.shape
     allowed = torch.ones(pixel_shape, dtype=torch.bool, device=x.device)
