@@ -31,6 +31,17 @@ def _restore_rng_state():
         torch.cuda.set_rng_state_all(cuda_states)
 
 
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for the test, restored afterwards. Tests of tiny tensors use it: spinning up
+    intra-op threads costs more than their work, and on a loaded 2-core machine two threads per process
+    made steps 10-40x slower (measured)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def devices():
     """CPU always; CUDA as a marked parameter (skipped without a GPU)."""
     return ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]

@@ -26,11 +26,3 @@ def tiny_batch(batch: int = 6, dtype: torch.dtype = torch.float32, seed: int = 1
 def other_class(y: torch.Tensor, num_classes: int = 10, shift: int = 3) -> torch.Tensor:
     return (y + shift) % num_classes
 
-
-def single_thread():
-    """Generator fixture body: tiny tensors run faster on one thread than with intra-op spin-up on a
-    loaded 2-core machine; the previous thread count is restored."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

@@ -6,12 +6,11 @@ import torch
 from torch import nn
 
 from robustkit.attacks import CW, DeepFool
-from tests.attacks._tiny import single_thread
 from tests.reference.minnorm import cw_l2_one
 
 
 # One intra-op thread: on the shared 2-core machine thread hand-offs cost more than these small batches.
-_one_thread = pytest.fixture(autouse=True)(single_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

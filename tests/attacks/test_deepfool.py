@@ -4,12 +4,12 @@ import pytest
 import torch
 
 from robustkit.attacks import DeepFool
-from tests.attacks._tiny import single_thread, tiny_cnn
+from tests.attacks._tiny import tiny_cnn
 from tests.reference.minnorm import deepfool_one
 
 
 # One intra-op thread: on the shared 2-core machine thread hand-offs cost more than these small batches.
-_one_thread = pytest.fixture(autouse=True)(single_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

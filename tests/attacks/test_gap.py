@@ -11,13 +11,7 @@ from robustkit.attacks import GAP
 from robustkit.eval.metrics import fooling_ratio
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny tensors: intra-op thread spin-up on the loaded 2-core machine costs more than the work
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def linear_model(seed=0):

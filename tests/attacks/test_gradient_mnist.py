@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from robustkit.attacks import DMIFGSM, IFGSM, MIFGSM, PGD
-from tests.attacks._tiny import single_thread
 
-_single_thread = pytest.fixture(autouse=True)(single_thread)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,10 @@ import torch
 from torch import nn
 
 from robustkit.attacks import DMIFGSM, FGSM, IFGSM, MIFGSM, PGD
-from tests.attacks._tiny import other_class, single_thread, tiny_batch, tiny_cnn
+from tests.attacks._tiny import other_class, tiny_batch, tiny_cnn
 from tests.reference import gradient_attacks as ref
 
-_single_thread = pytest.fixture(autouse=True)(single_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 ALL_ATTACKS = [
     lambda m, eps: FGSM(m, eps=eps),

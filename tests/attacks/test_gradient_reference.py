@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from robustkit.attacks import BIM, DMIFGSM, FGSM, IFGSM, MIFGSM, PGD
-from tests.attacks._tiny import other_class, single_thread, tiny_batch, tiny_cnn
+from tests.attacks._tiny import other_class, tiny_batch, tiny_cnn
 from tests.reference import gradient_attacks as ref
 
-_single_thread = pytest.fixture(autouse=True)(single_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 F64 = torch.float64
 TOL = 1e-6

@@ -11,13 +11,7 @@ from robustkit.defenses._pca import _top_eigenvectors, fit_pca
 from robustkit.defenses._search import faiss_module
 from tests.reference import knn as ref
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny tensors: intra-op thread spin-up on the loaded 2-core machine costs more than the work
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 BACKENDS = ["torch", pytest.param("faiss", marks=pytest.mark.skipif(faiss_module() is None, reason="no faiss"))]

@@ -14,12 +14,7 @@ from robustkit.eval.metrics import fooling_ratio
 from robustkit.models.train import train_classifier
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def blobs(n, seed):

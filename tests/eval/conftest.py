@@ -2,12 +2,8 @@
 threads per process oversubscribe the cores and made each step 10-40x slower (measured); the thread count is
 restored afterwards."""
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _eval_tests_on_one_thread(one_thread):
     yield
-    torch.set_num_threads(threads)
