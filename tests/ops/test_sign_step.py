@@ -66,17 +66,17 @@ def test_matches_references(device, dtype, norm, grad_norm, decay, with_momentum
 
 @pytest.mark.parametrize("device", devices())
 @pytest.mark.parametrize("norm", ["linf", "l2"])
-def test_constraints_hold_exactly(device, norm):
-    (x_adv, x, grad, momentum), _, _ = make_case((16, 3, 12, 12), device, torch.float32, "contiguous", seed=4)
-    eps = 0.05 if norm == "linf" else 0.5
+@pytest.mark.parametrize("seed", [4, 5, 6])
+def test_constraints_hold_exactly(device, norm, seed):
+    (x_adv, x, grad, momentum), _, _ = make_case((16, 3, 12, 12), device, torch.float32, "contiguous", seed=seed)
+    eps = (0.05, 8 / 255, 0.1)[seed - 4] if norm == "linf" else 0.5
     for _ in range(5):  # several large steps push against the ball and the box
         grad.normal_()
         ops.sign_momentum_step(x_adv, x, grad, momentum, step_size=0.2, eps=eps, norm=norm)
     delta = (x_adv - x).flatten(1)
     if norm == "linf":
-        # Exact in the tensor's own arithmetic: projecting again changes no bit.
-        assert torch.equal(torch.min(torch.max(x_adv, x - eps), x + eps), x_adv)
-        assert delta.double().abs().max() <= eps * (1 + 1e-6)
+        # Exact in the tensor's own arithmetic, also where x +- eps rounds outward.
+        assert delta.abs().max() <= eps
     else:
         assert (delta.double().norm(dim=1) <= eps * (1 + 1e-6)).all()
     assert x_adv.min() >= 0 and x_adv.max() <= 1

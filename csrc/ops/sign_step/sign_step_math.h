@@ -6,6 +6,9 @@
 // The per-sample norms come from reductions the kernels do first; these helpers take them as inputs.
 #pragma once
 
+#include <cstdint>
+#include <cstring>
+
 #include "common/host_device.h"
 
 namespace robustkit {
@@ -39,11 +42,47 @@ HOST_DEVICE T momentum_update(T momentum, T grad, T decay, T inv_grad_norm) {
   return decay * momentum + grad * inv_grad_norm;
 }
 
+template <typename T> struct SameSizeInt;
+template <> struct SameSizeInt<float> { using type = int32_t; };
+template <> struct SameSizeInt<double> { using type = int64_t; };
+
+// The largest representable value below v (finite v), by stepping its bit pattern: branch-free enough to
+// vectorize, unlike std::nextafter.
+template <typename T>
+HOST_DEVICE T next_down(T v) {
+  using I = typename SameSizeInt<T>::type;
+  I bits;
+  memcpy(&bits, &v, sizeof(T));
+  bits += v > T(0) ? I(-1) : I(1);
+  if (v == T(0)) bits = I(1) | (I(1) << (8 * sizeof(T) - 1));  // -0 + 1: the smallest negative denormal
+  memcpy(&v, &bits, sizeof(T));
+  return v;
+}
+
+template <typename T>
+HOST_DEVICE T next_up(T v) {
+  return -next_down(-v);
+}
+
+// The eps-ball's bounds, pulled in by one ulp where x_orig +- eps rounded outward, so that |x - x_orig|
+// computed in T never exceeds eps (in T) for any x between them: the constraint holds exactly.
+template <typename T>
+HOST_DEVICE T ball_upper(T x_orig, T eps) {
+  const T hi = x_orig + eps;
+  return hi - x_orig > eps ? next_down(hi) : hi;
+}
+
+template <typename T>
+HOST_DEVICE T ball_lower(T x_orig, T eps) {
+  const T lo = x_orig - eps;
+  return x_orig - lo > eps ? next_up(lo) : lo;
+}
+
 // One L-inf step: move by step * sign(g), then back into the eps-ball around x_orig and into the box.
 template <typename T>
 HOST_DEVICE T linf_step(T x, T x_orig, T g, T step, T eps, T clip_min, T clip_max) {
   const T moved = x + step * sign_or_zero(g);
-  return clamp_to(clamp_to(moved, x_orig - eps, x_orig + eps), clip_min, clip_max);
+  return clamp_to(clamp_to(moved, ball_lower(x_orig, eps), ball_upper(x_orig, eps)), clip_min, clip_max);
 }
 
 // The unprojected L2 move; a NaN increment (from a NaN gradient) becomes no move.
