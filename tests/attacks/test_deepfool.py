@@ -84,3 +84,29 @@ def test_empty_batch(tiny):
     model, x, y = tiny
     res = DeepFool(model).run(x[:0], y[:0])
     assert res.adv.shape == (0, 1, 10, 10) and res.extras["rho2"].shape == (0,)
+
+
+@pytest.mark.parametrize("targeted", [False, True])
+def test_linearize_equals_the_float64_jacobian_of_the_kept_samples(targeted):
+    # The per-candidate backward over the shared graph against torch's Jacobian, sample by sample, with
+    # some samples already done (they ride through the forward but get no row).
+    model = tiny_cnn(seed=5, dtype=torch.float64)
+    x = torch.rand(5, 1, 10, 10, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    y = torch.tensor([0, 3, 7, 2, 9])
+    atk = DeepFool(model, candidates=4)
+    classes = None if targeted else atk._candidate_classes(x, y)
+    target = torch.tensor([1, 1, 4, 5, 0]) if targeted else None
+    keep = torch.tensor([0, 2, 3])
+    x_a = x.clone().requires_grad_(True)
+    f, w = atk._linearize(x_a, model(x_a), keep, y, target, classes)
+    assert f.dtype == w.dtype == torch.float64 and w.shape == (3, 1 if targeted else 3, 100)
+    for row, i in enumerate(keep.tolist()):
+        def diffs(xi, i=i):
+            z = model(xi.unsqueeze(0))[0]
+            if targeted:
+                t = int(target[i])
+                return (z[t] - z.scatter(0, target[i:i + 1], float("-inf")).max()).unsqueeze(0)
+            return z[classes[i]] - z[y[i]]
+        torch.testing.assert_close(f[row], diffs(x[i]), rtol=0, atol=1e-12)
+        jac = torch.autograd.functional.jacobian(diffs, x[i]).flatten(1)
+        torch.testing.assert_close(w[row], jac, rtol=0, atol=1e-12)
