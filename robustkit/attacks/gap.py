@@ -9,9 +9,17 @@ A ResNet generator ``f_theta`` is trained against a fixed classifier:
 * ``mode="image"``: its input is the image itself and each image gets its own ``delta = eps * f(x) /
   ||f(x)||_inf`` (image-dependent perturbations).
 
-Losses (as in GAP's Sec. 3.1): non-targeted, ``log CE(model(x_adv), least_likely(model(x)))`` which pushes
-every image toward the class the model finds least likely; targeted, ``log CE(model(x_adv), target)``. The
-logarithm keeps the gradient large once the cross-entropy is small. The classifier is never modified.
+Losses (``loss=``; the logarithm keeps the gradient large where the cross-entropy is small):
+
+* ``"least_likely"`` (default for the non-targeted attack; what the authors' released code ``GAP_clf.py``
+  trains): minimise ``log CE(model(x_adv), least_likely(model(x)))``, pulling every image toward the class
+  the model finds least likely for it.
+* ``"prediction"``: minimise ``-log CE(model(x_adv), argmax model(x))``, pushing every image away from the
+  model's clean prediction (the plain non-targeted objective; for one universal perturbation it does not ask
+  different images to move toward different, conflicting classes).
+* targeted (``target=c``): minimise ``log CE(model(x_adv), c)``.
+
+The classifier is never modified.
 
 Example::
 
@@ -22,7 +30,7 @@ Example::
 from __future__ import annotations
 
 import os
-from typing import Iterable, Optional, Union
+from typing import Callable, Iterable, Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -32,6 +40,7 @@ from robustkit.attacks.base import Attack, AttackResult
 from robustkit.attacks.targets import TargetSpec
 
 MODES = ("universal", "image")
+LOSSES = ("least_likely", "prediction")
 
 
 class GAP(Attack):
@@ -43,12 +52,14 @@ class GAP(Attack):
         mode: ``"universal"`` (one perturbation for all images) or ``"image"`` (one per image).
         target: None for the non-targeted attack, or a class index for a targeted generator.
         width, blocks: generator size (see :class:`ResnetGenerator`).
+        loss: the non-targeted objective, ``"least_likely"`` or ``"prediction"`` (see the module docstring);
+            ignored when ``target`` is set.
         seed: seeds the generator's initial weights, the fixed input pattern and the data order.
     """
 
     def __init__(self, model: nn.Module, eps: float = 10 / 255, mode: str = "universal",
-                 target: Optional[int] = None, *, width: int = 32, blocks: int = 6, seed: int = 0,
-                 amp: bool = False, batch_size: Optional[int] = None):
+                 target: Optional[int] = None, *, loss: str = "least_likely", width: int = 32, blocks: int = 6,
+                 seed: int = 0, amp: bool = False, batch_size: Optional[int] = None):
         super().__init__(model, amp=amp, batch_size=batch_size, seed=seed)
         if not (isinstance(eps, (int, float)) and 0 < eps <= 1):
             raise ValueError(f"GAP: eps must be in (0, 1] (pixel units), got {eps!r}")
@@ -56,16 +67,22 @@ class GAP(Attack):
             raise ValueError(f"GAP: mode must be one of {MODES}, got {mode!r}")
         if target is not None and (isinstance(target, bool) or not isinstance(target, int) or target < 0):
             raise ValueError(f"GAP: target must be None or a class index >= 0, got {target!r}")
-        self.eps, self.mode, self.target = float(eps), mode, target
+        if loss not in LOSSES:
+            raise ValueError(f"GAP: loss must be one of {LOSSES}, got {loss!r}")
+        self.eps, self.mode, self.target, self.loss = float(eps), mode, target, loss
         self.width, self.blocks = width, blocks
         self.generator: Optional[ResnetGenerator] = None
         self.noise: Optional[Tensor] = None  # [1, C, H, W] fixed input pattern (universal mode)
         self.perturbation: Optional[Tensor] = None  # [1, C, H, W] the universal delta after fit
 
     # ---- training ---------------------------------------------------------------------------------------
-    def fit(self, loader: Iterable, epochs: int = 1, lr: float = 2e-4, *, progress: bool = True) -> "GAP":
+    def fit(self, loader: Iterable, epochs: int = 1, lr: float = 2e-4, *, progress: bool = True,
+            on_epoch_end: Optional[Callable[[int, "GAP"], None]] = None) -> "GAP":
         """Trains the generator on ``loader`` (batches of images, or ``(images, labels)``; labels are not
-        used) with Adam(lr, betas=(0.5, 0.999)) as in GAP; returns ``self``."""
+        used) with Adam(lr, betas=(0.5, 0.999)) as in GAP; returns ``self``.
+
+        ``on_epoch_end(epoch, self)`` is called after each epoch with the attack usable as trained so far
+        (e.g. to measure the fooling ratio on held-out data as training goes)."""
         if epochs < 1 or lr <= 0:
             raise ValueError(f"GAP.fit: epochs must be >= 1 and lr > 0, got {epochs}, {lr}")
         from tqdm.auto import tqdm
@@ -92,26 +109,36 @@ class GAP(Attack):
                     p.grad = g
                 optimizer.step()
                 bar.set_postfix(loss=f"{loss.item():.3f}", fooled=f"{fooled:.2f}")
-        if self.generator is None:
-            raise ValueError("GAP.fit: loader yielded no batches")
-        self.generator.eval()
+            if self.generator is None:
+                raise ValueError("GAP.fit: loader yielded no batches")
+            self._finish()
+            if on_epoch_end is not None:
+                on_epoch_end(epoch + 1, self)
+        return self
+
+    def _finish(self) -> None:
+        """Freezes the universal perturbation and puts the generator in eval mode. The universal delta is made
+        in train mode, as during training: batch norm then normalises by the noise pattern's own statistics,
+        which is what the optimised perturbation was; eval mode would use running averages instead."""
         if self.mode == "universal":
             with torch.no_grad():
                 self.perturbation = self._scaled(self._generate_universal(train=True))
-        return self
+        self.generator.eval()
 
     def _step(self, x: Tensor) -> tuple[Tensor, float]:
         self.generator.train()
         with torch.no_grad():
             clean_logits = self.predict(x)
         if self.target is None:
-            goal = clean_logits.argmin(dim=1)
+            goal = clean_logits.argmin(dim=1) if self.loss == "least_likely" else clean_logits.argmax(dim=1)
         else:
             goal = torch.full((x.shape[0],), self.target, dtype=torch.int64, device=x.device)
         delta = self._scaled(self._generate_universal(train=True) if self.mode == "universal"
                              else self.generator(x * 2 - 1))
         logits = self.member_logits(self._apply(x, delta))[0]
         loss = torch.log(nn.functional.cross_entropy(logits, goal) + 1e-12)
+        if self.target is None and self.loss == "prediction":
+            loss = -loss  # away from the clean prediction
         pred = logits.argmax(dim=1)
         fooled = (pred == goal) if self.target is not None else (pred != clean_logits.argmax(dim=1))
         return loss, fooled.float().mean().item()
@@ -146,7 +173,8 @@ class GAP(Attack):
     def save(self, path: Union[str, os.PathLike]) -> None:
         """Writes the generator weights, the fixed noise pattern, the universal perturbation and the config."""
         self._check_fitted()
-        torch.save({"config": {"eps": self.eps, "mode": self.mode, "target": self.target, "width": self.width,
+        torch.save({"config": {"eps": self.eps, "mode": self.mode, "target": self.target, "loss": self.loss,
+                               "width": self.width,
                                "blocks": self.blocks, "image_shape": list(self.noise.shape[1:])},
                     "generator": self.generator.state_dict(), "noise": self.noise.cpu(),
                     "perturbation": None if self.perturbation is None else self.perturbation.cpu()}, path)
@@ -156,6 +184,7 @@ class GAP(Attack):
         state = torch.load(path, map_location="cpu", weights_only=True)
         cfg = state["config"]
         self.eps, self.mode, self.target = cfg["eps"], cfg["mode"], cfg["target"]
+        self.loss = cfg.get("loss", "least_likely")  # files written before the option existed
         self.width, self.blocks = cfg["width"], cfg["blocks"]
         self._build(torch.zeros(1, *cfg["image_shape"], device=self._device()))
         self.generator.load_state_dict(state["generator"])

@@ -31,8 +31,8 @@ def loader(x, batch=32):
     return [(x[i:i + batch], torch.zeros(len(x[i:i + batch]), dtype=torch.int64)) for i in range(0, len(x), batch)]
 
 
-def fit(model, mode="universal", target=None, eps=0.3, epochs=3):
-    return GAP(model, eps=eps, mode=mode, target=target, width=4, blocks=1, seed=0).fit(
+def fit(model, mode="universal", target=None, eps=0.3, epochs=3, loss="least_likely"):
+    return GAP(model, eps=eps, mode=mode, target=target, loss=loss, width=4, blocks=1, seed=0).fit(
         loader(images(256, 1)), epochs=epochs, lr=1e-2, progress=False)
 
 
@@ -53,10 +53,11 @@ def test_budget_box_and_model_untouched(mode):
         assert torch.allclose(delta[inside], gap.perturbation.expand_as(x)[inside], atol=1e-6)
 
 
-@pytest.mark.parametrize("mode", ["universal", "image"])
-def test_fools_held_out_data_better_than_random_noise(mode):
+@pytest.mark.parametrize("mode, loss", [("universal", "least_likely"), ("image", "least_likely"),
+                                        ("universal", "prediction")])
+def test_fools_held_out_data_better_than_random_noise(mode, loss):
     model = linear_model()
-    gap = fit(model, mode)
+    gap = fit(model, mode, loss=loss)
     held_out = images(300, 3)
     clean = model(held_out).argmax(1)
     trained = fooling_ratio(clean, model(gap(held_out)).argmax(1))
@@ -79,11 +80,15 @@ def test_targeted_reaches_the_target():
 @pytest.mark.parametrize("mode", ["universal", "image"])
 def test_save_load_round_trip(tmp_path, mode):
     model = linear_model()
-    gap = fit(model, mode, epochs=1)
+    epochs_seen = []
+    gap = GAP(model, eps=0.3, mode=mode, loss="prediction", width=4, blocks=1, seed=0).fit(
+        loader(images(64, 1)), epochs=2, lr=1e-2, progress=False,
+        on_epoch_end=lambda epoch, g: epochs_seen.append((epoch, g(images(2, 0)).shape)))
+    assert epochs_seen == [(1, (2, 1, 8, 8)), (2, (2, 1, 8, 8))]  # usable after each epoch
     gap.save(tmp_path / "gap.pt")
     restored = GAP(model, eps=0.5).load(tmp_path / "gap.pt")
     x = images(16, 6)
-    assert restored.eps == gap.eps and restored.mode == mode
+    assert restored.eps == gap.eps and restored.mode == mode and restored.loss == "prediction"
     assert torch.equal(restored(x), gap(x))
 
 
@@ -93,6 +98,8 @@ def test_bad_arguments():
         GAP(model, eps=0)
     with pytest.raises(ValueError, match="mode"):
         GAP(model, mode="patch")
+    with pytest.raises(ValueError, match="loss"):
+        GAP(model, loss="most_likely")
     with pytest.raises(RuntimeError, match="fit"):
         GAP(model)(images(2, 0))
     gap = fit(model, epochs=1)
