@@ -6,6 +6,8 @@
                    --device cpu|cuda --out DIR [--resume]
     robustkit transfer --sources a,b+c --targets d,e --data mnist --attack mifgsm --out DIR
     robustkit report DIR
+    robustkit retrain --data mnist|cifar10:DIR --attack fgsm|gap|deepfool|cw --n-adversarial N [N ...] \
+                      --epochs E --pca-dim D --labels labeler|source --out DIR
 
 Under ``torchrun --nproc-per-node N -m robustkit eval ...`` the evaluation is sharded over the processes.
 A user error (bad model string, missing data, mismatched weights, unknown attack) prints one line and exits
@@ -70,13 +72,17 @@ def _parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="rewrite results.csv and report.html of a finished run")
     rep.add_argument("out")
+
+    from robustkit.defenses import retrain_command
+    retrain_command.add_parser(sub)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return {"demo": _demo, "eval": _eval, "transfer": _transfer, "report": _report}[args.command](args)
+        return {"demo": _demo, "eval": _eval, "transfer": _transfer, "report": _report,
+                "retrain": _retrain}[args.command](args)
     except (SpecError, FileExistsError, FileNotFoundError, ValueError, TypeError) as error:
         if os.environ.get("ROBUSTKIT_DEBUG"):
             raise
@@ -137,6 +143,11 @@ def _transfer(args) -> int:
             print(source.ljust(width) + "".join(_fmt(v).rjust(14) for v in row))
         print(f"transfer matrix: {pathlib.Path(args.out) / 'transfer.json'}")
     return 0
+
+
+def _retrain(args) -> int:
+    from robustkit.defenses import retrain_command
+    return retrain_command.run(args)
 
 
 def _report(args) -> int:
