@@ -27,10 +27,11 @@ def tiny():
 
 
 @pytest.mark.parametrize("targeted", [False, True])
-@pytest.mark.parametrize("abort_early", [True, False])
-def test_matches_naive_reference(tiny, targeted, abort_early):
+@pytest.mark.parametrize("abort", [dict(abort_early=True), dict(abort_early=False),
+                                   dict(abort_early=True, abort_checks=20, abort_tol=2e-3, warm_start=True)])
+def test_matches_naive_reference(tiny, targeted, abort):
     model, x, y, second = tiny
-    kw = dict(binary_search_steps=4, steps=40, lr=0.1, initial_const=1.0, abort_early=abort_early)
+    kw = dict(binary_search_steps=4, steps=40, lr=0.1, initial_const=1.0, **abort)
     target = second if targeted else None
     res = CW(model, **kw).run(x, y, target=target)
     found = 0
@@ -82,10 +83,14 @@ def test_confidence_margin_holds(tiny):
     (dict(norm="l1"), "norm must be one of"), (dict(steps=0), "steps must be an int >= 1"),
     (dict(binary_search_steps=0), "binary_search_steps must be an int >= 1"), (dict(lr=0.0), "lr must be"),
     (dict(confidence=-1.0), "confidence must be"), (dict(initial_const=float("inf")), "initial_const must be"),
+    (dict(abort_checks=0), "abort_checks must be an int >= 1"), (dict(abort_tol=1.0), "abort_tol must be"),
+    (dict(abort_tol=-0.1), "abort_tol must be"),
 ])
 def test_bad_arguments(tiny, kwargs, message):
     with pytest.raises(ValueError, match=message):
         CW(tiny[0], **kwargs)
+    with pytest.raises(TypeError, match="warm_start must be a bool"):
+        CW(tiny[0], warm_start=1)
 
 
 def test_linf_and_l0_each_win_in_their_own_norm(tiny):
@@ -103,3 +108,17 @@ def test_linf_and_l0_each_win_in_their_own_norm(tiny):
     pixels_l2 = ((l2.adv - x).abs() > 1e-4).flatten(2).any(dim=1).sum(dim=1)
     assert (l0.extras["l0"] <= pixels_l2).all() and (l0.extras["l0"] < pixels_l2).any()
     torch.testing.assert_close(linf.extras["linf"], linf.linf)
+
+
+def test_l0_with_warm_start(tiny):
+    """The L0 attack on top of warm-started L2 rounds: its frozen pixels stay clean, and it stays sparser."""
+    model, x, y, _ = tiny
+    x, y = x[:4], y[:4]
+    kw = dict(binary_search_steps=4, steps=60, lr=0.05, initial_const=0.1)
+    cold = CW(model, norm="l2", **kw).run(x, y)
+    l0 = CW(model, norm="l0", warm_start=True, **kw).run(x, y)
+    assert l0.success.all() and l0.adv.min() >= 0 and l0.adv.max() <= 1
+    changed = ((l0.adv - x).abs() > 1e-4).flatten(2).any(dim=1).sum(dim=1)
+    assert (changed == l0.extras["l0"]).all()
+    pixels_l2 = ((cold.adv - x).abs() > 1e-4).flatten(2).any(dim=1).sum(dim=1)
+    assert (changed <= pixels_l2).all() and (changed < pixels_l2).any()

@@ -62,16 +62,21 @@ def deepfool_one(model: nn.Module, x: Tensor, y: int, *, steps: int = 50, oversh
 
 def cw_l2_one(model: nn.Module, x: Tensor, label: int, *, targeted: bool = False, binary_search_steps: int = 3,
               steps: int = 20, lr: float = 0.01, initial_const: float = 1e-3, confidence: float = 0.0,
-              abort_early: bool = True) -> tuple[Tensor, float]:
+              abort_early: bool = True, abort_checks: int = 10, abort_tol: float = 1e-4,
+              warm_start: bool = False) -> tuple[Tensor, float]:
     """C&W L2 on one image, after Carlini's ``l2_attack.py``: returns ``(best_adv, best_l2_squared)``
-    (the clean image and ``inf`` when no adversarial example was found)."""
+    (the clean image and ``inf`` when no adversarial example was found). Carlini's early abort checks
+    every ``steps // 10`` iterations for a loss above ``0.9999`` times the last check's; ``abort_checks``
+    and ``abort_tol`` generalise the 10 and the ``1 - 0.9999``; ``warm_start`` starts each round from the
+    best adversarial example so far instead of from ``x``."""
     lower, upper, const = 0.0, 1e10, initial_const
     best_l2sq, best_adv = float("inf"), x.clone()
     w_start = torch.atanh((2 * x - 1) * 0.999999)
     for outer in range(binary_search_steps):
         if binary_search_steps >= 10 and outer == binary_search_steps - 1:
             const = upper if upper < 1e10 else const
-        w = w_start.clone()
+        w = w_start.clone() if not (warm_start and best_l2sq < float("inf")) else \
+            torch.atanh((2 * best_adv - 1) * 0.999999)
         m, v = torch.zeros_like(w), torch.zeros_like(w)
         prev = float("inf")
         found = False
@@ -94,8 +99,8 @@ def cw_l2_one(model: nn.Module, x: Tensor, label: int, *, targeted: bool = False
             m = 0.9 * m + 0.1 * g
             v = 0.999 * v + 0.001 * g * g
             w = w - lr * (m / (1 - 0.9 ** t)) / ((v / (1 - 0.999 ** t)).sqrt() + 1e-8)
-            if abort_early and it % max(1, -(-steps // 10)) == 0 and it != steps - 1:
-                if loss.item() > 0.9999 * prev:
+            if abort_early and it % max(1, -(-steps // abort_checks)) == 0 and it != steps - 1:
+                if loss.item() > (1 - abort_tol) * prev:
                     break
                 prev = loss.item()
         if found:
