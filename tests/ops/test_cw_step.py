@@ -104,3 +104,31 @@ def test_bad_hyperparameter_errors(kw, message):
     s = _state((2, 3), torch.float32, "cpu", seed=7)
     with pytest.raises(RuntimeError, match=re.escape(message)):
         _run_op(s, **kw)
+
+
+def test_compiles_fullgraph_and_matches_eager():
+    """The fake kernel and the op's mutation annotations let torch.compile trace a C&W step (margin-loss
+    gradient, then the in-place fused step) in one graph, with the same state as in eager mode."""
+    torch._dynamo.reset()
+    gen = torch.Generator().manual_seed(3)
+    weight = torch.randn(36, 4, generator=gen, dtype=torch.float64)
+
+    def attack_step(s, label, step):
+        x_req = s["x"].detach().requires_grad_(True)
+        logits = x_req.flatten(1) @ weight
+        real = logits.gather(1, label.unsqueeze(1)).squeeze(1)
+        other = logits.scatter(1, label.unsqueeze(1), float("-inf")).amax(dim=1)
+        (loss_grad,) = torch.autograd.grad((0.5 * (real - other).clamp_min(0)).sum(), x_req)
+        s = dict(s, loss_grad=loss_grad.view_as(s["x"]), success=other > real)
+        return _run_op(s, step=step, lr=0.05)
+
+    label = torch.tensor([0, 1, 2, 3, 1])
+    eager, comp = _state((5, 1, 6, 6), torch.float64, "cpu", seed=4), _state((5, 1, 6, 6), torch.float64, "cpu", seed=4)
+    compiled = torch.compile(attack_step, fullgraph=True, backend="aot_eager")
+    with torch._dynamo.config.patch(trace_autograd_ops=True):  # torch.autograd.grad inside the graph
+        for step in (1, 2, 3):
+            l2_eager, l2_comp = attack_step(eager, label, step), compiled(comp, label, step)
+            torch.testing.assert_close(l2_comp, l2_eager, rtol=0, atol=0)
+    for name in STATE:
+        torch.testing.assert_close(comp[name], eager[name], rtol=0, atol=0)
+    assert not torch.equal(comp["w"], _state((5, 1, 6, 6), torch.float64, "cpu", seed=4)["w"])  # it moved
