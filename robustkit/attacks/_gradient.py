@@ -1,6 +1,7 @@
 """The shared loop of the sign-gradient attacks (FGSM, I-FGSM, PGD, MI-FGSM and their distilled variants).
 
-Every step is: forward of each model -> one fused ``ensemble_temperature_ce`` -> ``torch.autograd.grad``
+Every step is: forward of each model -> one fused ``ensemble_temperature_ce`` (its forward and backward
+kernels called directly for the logit gradient, ``ensemble_temperature_ce_grad``) -> ``torch.autograd.grad``
 with respect to the input only -> one fused, in-place ``sign_momentum_step``. Without early stop the loop
 has no host synchronisation (no ``.item()``, no branch on tensor values).
 
@@ -21,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from robustkit.attacks.base import Attack, AttackResult, is_success
-from robustkit.ops import ensemble_temperature_ce, sign_momentum_step
+from robustkit.ops import ensemble_temperature_ce, ensemble_temperature_ce_grad, sign_momentum_step
 
 _NORMS = ("linf", "l2")
 _FUSIONS = ("loss", "logits")
@@ -124,14 +125,26 @@ class GradientAttack(Attack):
     # ---- the step ---------------------------------------------------------------------------------------
     def _loss_gradient(self, outs: List[Tensor], x_var: Tensor, label: Tensor, targeted: bool) -> Tensor:
         """The input gradient of the fused loss, pointing in the direction that helps the attack."""
-        # one model: a [1, B, C] view instead of torch.stack's copy (and its backward)
-        logits = outs[0].unsqueeze(0) if len(outs) == 1 else torch.stack(outs)
-        loss = ensemble_temperature_ce(logits, label, temperature=self.temperature, soft_weight=self.soft_weight,
-                                       hard_weight=self.hard_weight, reduction="sum", fusion=self.fusion,
-                                       weights=self.weights)
         # Targeted attacks descend the CE toward the target: negating the scalar costs nothing, whereas
         # negating the gradient would be another pass over the images.
-        (grad,) = torch.autograd.grad(-loss if targeted else loss, x_var)
+        sign = -1.0 if targeted else 1.0
+        if self.fusion == "logits":
+            # the logit average is part of the differentiated graph: through the op's autograd formula
+            logits = outs[0].unsqueeze(0) if len(outs) == 1 else torch.stack(outs)
+            loss = ensemble_temperature_ce(logits, label, temperature=self.temperature, soft_weight=self.soft_weight,
+                                           hard_weight=self.hard_weight, reduction="sum", fusion="logits",
+                                           weights=self.weights)
+            (grad,) = torch.autograd.grad(-loss if targeted else loss, x_var)
+            return grad
+        # Eq. 8: the loss gradient w.r.t. each member's logits comes straight from the fused kernels (no
+        # autograd node for the loss, its sum or a stack), then one backward through the models to x only.
+        # One model: a [1, B, C] view instead of torch.stack's copy.
+        detached = [o.detach() for o in outs]
+        logits = detached[0].unsqueeze(0) if len(outs) == 1 else torch.stack(detached)
+        grad_logits = ensemble_temperature_ce_grad(logits, label, temperature=self.temperature,
+                                                   soft_weight=self.soft_weight, hard_weight=self.hard_weight,
+                                                   scale=sign)
+        (grad,) = torch.autograd.grad(outs, x_var, grad_outputs=list(grad_logits.unbind(0)))
         return grad
 
     def _step(self, x_adv: Tensor, x: Tensor, grad: Tensor, momentum: Optional[Tensor]) -> None:

@@ -72,6 +72,35 @@ def ensemble_temperature_ce(
     return per_sample
 
 
+def ensemble_temperature_ce_grad(
+    logits: Tensor,
+    target: Tensor,
+    *,
+    temperature: float = 1.0,
+    soft_weight: float = 1.0,
+    hard_weight: float = 0.0,
+    scale: float = 1.0,
+) -> Tensor:
+    """The gradient of ``scale * ensemble_temperature_ce(logits, target, reduction="sum", fusion="loss")``
+    with respect to the ``[K, B, C]`` logits, from the same two fused kernels, without an autograd graph.
+
+    For attacks, which need only the input gradient: ``torch.autograd.grad(member_logits, x, grad_outputs=
+    this.unbind(0))`` then gives it. Calling the kernels directly skips the Python autograd wrapper of the
+    loss (its setup and backward) and the sum's node, ~0.2 ms per step on CPU for a 256 x 10 batch, which is
+    about 1% of a LeNet step. ``scale=-1`` gives the descent direction of targeted attacks for free.
+    """
+    if not isinstance(logits, Tensor) or logits.dim() != 3:
+        shape = list(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+        raise ValueError(f"ensemble_temperature_ce_grad: logits must be a [K, B, C] tensor, got {shape}")
+    if not isinstance(target, Tensor):
+        raise TypeError(f"ensemble_temperature_ce_grad: target must be an int64 tensor, got {type(target).__name__}")
+    with torch.no_grad():
+        hyper = (float(temperature), float(soft_weight), float(hard_weight))
+        _, row_stats = torch.ops.robustkit.ensemble_temperature_ce(logits, target, *hyper)
+        grad_loss = torch.full((logits.shape[1],), float(scale), dtype=logits.dtype, device=logits.device)
+        return torch.ops.robustkit._ensemble_temperature_ce_backward(grad_loss, logits, target, row_stats, *hyper)
+
+
 def _stack_logits(logits: Logits) -> Tensor:
     if isinstance(logits, Tensor):
         return logits

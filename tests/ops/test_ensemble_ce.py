@@ -106,6 +106,23 @@ def test_list_input_reductions_and_logit_fusion(device):
     torch.testing.assert_close(fused, F.cross_entropy(averaged / 2.0, y, reduction="none"))
 
 
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("hyper", HYPER)
+@pytest.mark.parametrize("scale", [1.0, -1.0])
+def test_direct_logit_gradient_equals_autograd_of_the_summed_loss(device, hyper, scale, one_thread):
+    # what the attacks use instead of autograd through the loss: the same two kernels, called directly
+    z, y = make_case((3, 5, 10), device, torch.float64)
+    z.requires_grad_(True)
+    (expected,) = torch.autograd.grad(scale * ops.ensemble_temperature_ce(z, y, reduction="sum", **hyper), z)
+    got = ops.ensemble_temperature_ce_grad(z.detach(), y, scale=scale, **hyper)
+    assert not got.requires_grad
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    naive = naive_ensemble_ce_grad(z.detach().cpu(), y.cpu(), **hyper)
+    torch.testing.assert_close(got.cpu(), scale * naive, rtol=1e-10, atol=1e-10)
+    with pytest.raises(ValueError, match="logits"):
+        ops.ensemble_temperature_ce_grad(z.detach()[0], y)
+
+
 def test_empty_batch():
     z = torch.randn(2, 0, 10, requires_grad=True)
     loss = ops.ensemble_temperature_ce(z, torch.zeros(0, dtype=torch.long), reduction="none")
