@@ -82,6 +82,12 @@ class Attack:
         amp: run the model(s) under autocast (bfloat16 on CUDA and CPU); the perturbation stays float32.
         batch_size: split inputs larger than this into chunks (None: one chunk).
         seed: seeds the attack's own randomness (random start, random targets) for reproducible runs.
+        streams: for an ensemble on one CUDA device, run the K member forwards on K side CUDA streams so
+            that their kernels can overlap (the backward of each member then runs on its member's stream,
+            as autograd does for any op). ``"auto"`` (default) and ``True``: on for K >= 2 models on CUDA,
+            except while a CUDA graph is being captured or under ``torch.compile``; ``False``: never. A no-op
+            on CPU and for one model. Whether the overlap pays depends on how well one forward fills the
+            GPU: ``bench/attacks.py --gpu`` measures streams on vs off.
     """
 
     #: subclasses that can only run untargeted (or only targeted) say so here
@@ -96,6 +102,7 @@ class Attack:
         amp: bool = False,
         batch_size: Optional[int] = None,
         seed: Optional[int] = None,
+        streams="auto",
     ):
         if (model is None) == (models is None):
             raise ValueError(f"{type(self).__name__}: pass exactly one of model=... or models=[...]")
@@ -110,7 +117,11 @@ class Attack:
             raise ValueError(f"{type(self).__name__}: all models must be on one device, got {sorted(map(str, devices))}")
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"{type(self).__name__}: batch_size must be >= 1 or None, got {batch_size}")
+        if not (streams == "auto" or streams is True or streams is False):
+            raise ValueError(f"{type(self).__name__}: streams must be 'auto', True or False, got {streams!r}")
         self.models: List[nn.Module] = members
+        self.streams = streams
+        self._side_streams: Dict[torch.device, List["torch.cuda.Stream"]] = {}
         self.amp = bool(amp)
         self.batch_size = batch_size
         self.seed = seed
@@ -161,12 +172,45 @@ class Attack:
         """Each model's logits of ``x`` as ``[B, num_classes]`` tensors (graph kept for autograd): float32, or
         float64 for float64 models (so exact float64 runs stay exact); half-precision outputs are widened."""
         with self.autocast():
-            outs = [m(x) for m in self.models]
+            outs = self._forward_on_streams(x) if self._use_streams(x) else [m(x) for m in self.models]
         for i, out in enumerate(outs):
             if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != x.shape[0]:
                 shape = list(out.shape) if isinstance(out, Tensor) else type(out).__name__
                 raise ValueError(f"{type(self).__name__}: models[{i}] must return [B, num_classes] logits, got {shape}")
         return [o if o.dtype == torch.float64 else o.float() for o in outs]
+
+    def _use_streams(self, x: Tensor) -> bool:
+        if self.streams is False or len(self.models) < 2 or x.device.type != "cuda":
+            return False
+        # Graph capture and torch.compile trace one stream's ops; forking streams there is not worth the risk.
+        return not (torch.cuda.is_current_stream_capturing() or torch.compiler.is_compiling())
+
+    def _forward_on_streams(self, x: Tensor) -> List[Tensor]:
+        """The K member forwards, model k on side stream k, joined back into the current stream.
+
+        Ordering: each side stream first waits for the current stream (x and the parameters are ready),
+        and the current stream waits for every side stream before anyone reads the logits. Memory: the
+        caching allocator ties a block to the stream it was allocated on, so x (allocated on the current
+        stream, read on side streams) and each output (allocated on a side stream, read on the current one)
+        are marked with ``record_stream``; the activations saved for backward are allocated and later read
+        on their member's stream, where autograd runs each backward op (it syncs streams at the joins)."""
+        device = x.device
+        current = torch.cuda.current_stream(device)
+        streams = self._side_streams.get(device)
+        if streams is None or len(streams) != len(self.models):
+            streams = [torch.cuda.Stream(device=device) for _ in self.models]
+            self._side_streams[device] = streams
+        outs = []
+        for model, stream in zip(self.models, streams):
+            stream.wait_stream(current)
+            with torch.cuda.stream(stream):
+                x.record_stream(stream)
+                outs.append(model(x))
+        for stream, out in zip(streams, outs):
+            current.wait_stream(stream)
+            if isinstance(out, Tensor):
+                out.record_stream(current)
+        return outs
 
     @torch.no_grad()
     def predict(self, x: Tensor) -> Tensor:

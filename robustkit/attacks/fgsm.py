@@ -25,10 +25,12 @@ class FGSM(GradientAttack):
     def __init__(self, model: Optional[nn.Module] = None, *, eps: float = 8 / 255, temperature: float = 1.0,
                  models: Optional[Sequence[nn.Module]] = None, fusion: str = "loss", soft_weight: float = 1.0,
                  hard_weight: float = 0.0, weights: Optional[Sequence[float]] = None, amp: bool = False,
-                 batch_size: Optional[int] = None, seed: Optional[int] = None, early_stop: bool = False):
+                 batch_size: Optional[int] = None, seed: Optional[int] = None, early_stop: bool = False,
+                 streams="auto"):
         super().__init__(model, rule=StepRule(eps=eps, step_size=eps, steps=1), models=models,
                          temperature=temperature, soft_weight=soft_weight, hard_weight=hard_weight, fusion=fusion,
-                         weights=weights, amp=amp, batch_size=batch_size, seed=seed, early_stop=early_stop)
+                         weights=weights, amp=amp, batch_size=batch_size, seed=seed, early_stop=early_stop,
+                         streams=streams)
 
 
 class IFGSM(GradientAttack):
@@ -48,11 +50,13 @@ class IFGSM(GradientAttack):
                  step_size: Optional[float] = None, temperature: float = 1.0,
                  models: Optional[Sequence[nn.Module]] = None, fusion: str = "loss", soft_weight: float = 1.0,
                  hard_weight: float = 0.0, weights: Optional[Sequence[float]] = None, amp: bool = False,
-                 batch_size: Optional[int] = None, seed: Optional[int] = None, early_stop: bool = False):
+                 batch_size: Optional[int] = None, seed: Optional[int] = None, early_stop: bool = False,
+                 streams="auto"):
         step_size = default_step_size(type(self).__name__, eps, steps, step_size)
         super().__init__(model, rule=StepRule(eps=eps, step_size=step_size, steps=steps), models=models,
                          temperature=temperature, soft_weight=soft_weight, hard_weight=hard_weight, fusion=fusion,
-                         weights=weights, amp=amp, batch_size=batch_size, seed=seed, early_stop=early_stop)
+                         weights=weights, amp=amp, batch_size=batch_size, seed=seed, early_stop=early_stop,
+                         streams=streams)
 
 
 BIM = IFGSM
