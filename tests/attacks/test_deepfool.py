@@ -36,6 +36,23 @@ def test_matches_naive_reference(tiny, norm, targeted):
         assert res.success[i].item() == (iterations < 20)  # the naive loop stops only on success
 
 
+def test_reforward_of_the_samples_still_moving_matches_the_reference(tiny):
+    # Once the done samples outweigh a forward of the others, the iteration re-runs the forward on the
+    # others only; the result still equals the naive per-sample loop.
+    model, x, y = tiny
+    atk = DeepFool(model, norm="linf", candidates=5, steps=20)
+    forwards = []
+    logits = atk.logits
+    atk.logits = lambda x_a: (forwards.append(x_a.shape[0]), logits(x_a))[1]
+    res = atk.run(x, y)
+    iterations = int(res.steps.max()) + 1  # the last forward finds every sample done
+    assert len(forwards) > iterations  # some iterations ran a second, smaller forward
+    for i in range(x.shape[0]):
+        adv, steps = deepfool_one(model, x[i], int(y[i]), steps=20, candidates=5, norm="linf")
+        torch.testing.assert_close(res.adv[i], adv, rtol=0, atol=1e-5)
+        assert res.steps[i].item() == steps
+
+
 def test_mnist_lenet_untargeted(mnist_lenet):
     model, x, y = mnist_lenet
     x, y = x[:64], y[:64]
