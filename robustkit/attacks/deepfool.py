@@ -72,13 +72,15 @@ class DeepFool(Attack):
         steps_used = torch.zeros(batch, dtype=torch.int64, device=x.device)
         if batch == 0:
             return self.make_result(x, x.clone(), y, target, steps_used, extras={"rho2": x.new_zeros(0)})
-        classes = None if target is not None else self._candidate_classes(x, y)  # [B, K]
+        classes = None  # [B, K] untargeted: from the first iteration's forward, at the clean input
         x_adv = x.clone()
         r_total = torch.zeros(batch, x[0].numel(), dtype=torch.float32, device=x.device)  # [B, D]
         active = torch.arange(batch, device=x.device)
         for _ in range(self.steps):
             x_a = x_adv[active].requires_grad_(True)
             logits = self.logits(x_a)  # [Ba, C]
+            if target is None and classes is None:
+                classes = self._candidate_classes(logits.detach(), y)
             pred = logits.argmax(dim=1)
             done = pred == target[active] if target is not None else pred != y[active]
             keep = (~done).nonzero().squeeze(1)
@@ -105,10 +107,8 @@ class DeepFool(Attack):
         rho2 = norms / x.flatten(1).norm(dim=1).clamp_min(1e-12)
         return self.make_result(x, x_adv, y, target, steps_used, extras={"rho2": rho2})
 
-    @torch.no_grad()
-    def _candidate_classes(self, x: Tensor, y: Tensor) -> Tensor:
-        """The ``candidates - 1`` highest-scoring classes other than ``y`` at the clean input, ``[B, K]``."""
-        logits = self.predict(x)
+    def _candidate_classes(self, logits: Tensor, y: Tensor) -> Tensor:
+        """The ``candidates - 1`` highest-scoring classes other than ``y`` given the clean ``logits``, ``[B, K]``."""
         num_classes = logits.shape[1]
         if num_classes < 2:
             raise ValueError(f"DeepFool: the model must have at least 2 classes, got {num_classes}")

@@ -111,7 +111,7 @@ def test_linearize_equals_the_float64_jacobian_of_the_kept_samples(targeted):
     x = torch.rand(5, 1, 10, 10, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
     y = torch.tensor([0, 3, 7, 2, 9])
     atk = DeepFool(model, candidates=4)
-    classes = None if targeted else atk._candidate_classes(x, y)
+    classes = None if targeted else atk._candidate_classes(model(x), y)
     target = torch.tensor([1, 1, 4, 5, 0]) if targeted else None
     keep = torch.tensor([0, 2, 3])
     x_a = x.clone().requires_grad_(True)
@@ -127,3 +127,10 @@ def test_linearize_equals_the_float64_jacobian_of_the_kept_samples(targeted):
         torch.testing.assert_close(f[row], diffs(x[i]), rtol=0, atol=1e-12)
         jac = torch.autograd.functional.jacobian(diffs, x[i]).flatten(1)
         torch.testing.assert_close(w[row], jac, rtol=0, atol=1e-12)
+
+
+def test_single_class_model_is_a_named_error(tiny):
+    _, x, y = tiny
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(100, 1)).eval()
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        DeepFool(model).run(x, torch.zeros_like(y))
