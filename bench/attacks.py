@@ -5,6 +5,9 @@ median of interleaved repeats (interleaving spreads the noise of a shared machin
 The floor is ``steps x`` the time of one forward pass plus the input gradient of the same model.
 
     python bench/attacks.py [--images 256] [--repeats 5] [--threads 1]
+    python bench/attacks.py --gpu            # GPU: ResNet-50 224 px batch 256, fp32, amp, ensemble of 4,
+                                             # streams on vs off -> bench/results/gpu/attacks_gpu.json
+    python bench/attacks.py --gpu --device cpu --tiny --label /tmp/x   # checks the GPU code path on CPU
 
 Writes bench/results/<label>/attacks.json (default label cpu-2core).
 """
@@ -72,10 +75,10 @@ def time_interleaved(methods: dict, repeats: int, warmup: int = 1) -> dict:
 WALL_SECONDS: list = []
 
 
-def compare(a: torch.Tensor, b: torch.Tensor) -> dict:
+def compare(a: torch.Tensor, b: torch.Tensor, tol: float = 1e-6) -> dict:
     diff = (a - b).abs()
-    same_sample = (diff.flatten(1) <= 1e-6).all(1)
-    return {"max_abs_diff": diff.max().item(), "frac_elements_over_1e-6": (diff > 1e-6).float().mean().item(),
+    same_sample = (diff.flatten(1) <= tol).all(1)
+    return {"max_abs_diff": diff.max().item(), f"frac_elements_over_{tol:g}": (diff > tol).float().mean().item(),
             "frac_samples_equal": same_sample.float().mean().item()}
 
 
@@ -98,6 +101,52 @@ def float64_reference(model, x, y, *, eps: float, alpha: float, steps: int, deca
     return x_i.float()
 
 
+#: where the algorithms coincide (float64 model and images), ours and torchattacks' must agree to rounding
+COINCIDE_TOL = 1e-12
+
+
+def float64_agreement(name: str, make_ours, make_theirs, model, x, y) -> dict:
+    """Runs both implementations on a float64 copy of the model and images, where the algorithms coincide:
+    torchattacks' float32 cross-entropy gradient rounds p_y - 1, ours is exact to float64, so float32 runs
+    differ in sign on some images; in float64 neither rounds there. Exits if they differ beyond rounding."""
+    model64, x64 = copy.deepcopy(model).double(), x.double()
+    adv_ours, adv_theirs = make_ours(model64)(x64, y), make_theirs(model64)(x64, y)
+    result = compare(adv_ours, adv_theirs, tol=COINCIDE_TOL)
+    delta_ours, delta_theirs = (adv_ours - x64).flatten(1), (adv_theirs - x64).flatten(1)
+    # the sign pattern of the perturbation, ignoring rounding-level deltas
+    result["frac_delta_sign_equal"] = (_sign(delta_ours) == _sign(delta_theirs)).double().mean().item()
+    if result["max_abs_diff"] > COINCIDE_TOL:
+        raise SystemExit(f"{name}: robustkit and torchattacks differ by {result['max_abs_diff']:.3g} in float64, "
+                         f"where the algorithms coincide (tolerance {COINCIDE_TOL:g})")
+    return result
+
+
+def _sign(delta: torch.Tensor) -> torch.Tensor:
+    return torch.where(delta.abs() <= COINCIDE_TOL, torch.zeros_like(delta), delta.sign())
+
+
+def recorded_iterates(atk, model, x, y) -> list:
+    """The inputs the attack's model forwards actually see, x_0 ... x_{steps-1} (a forward pre-hook)."""
+    seen = []
+    hook = model.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
+    try:
+        atk(x, y)
+    finally:
+        hook.remove()
+    return seen
+
+
+def floors(model, x, iterates: list) -> dict:
+    """The model-only floor, steps x (one forward + the input gradient), two ways. "floor": every step on the
+    clean images x (the issue's definition). "floor_iterates": each step on the image the attack's step
+    really feeds the model. On CPU the second is the fair one: the LeNet's forward and backward are
+    data-dependent (the clean MNIST digits are 82% exact zeros, faster through conv and max-pool than the
+    attack's iterates; measured ~5% per step), so the clean-x floor charges any attack for that as overhead."""
+    steps = len(iterates)
+    return {"floor": lambda: [floor_step(model, x) for _ in range(steps)],
+            "floor_iterates": lambda: [floor_step(model, xi) for xi in iterates]}
+
+
 def bench_fixed_step(model, x, y, repeats: int) -> list:
     import foolbox as fb
     import torchattacks
@@ -115,10 +164,13 @@ def bench_fixed_step(model, x, y, repeats: int) -> list:
              "robustkit vs foolbox.LinfPGD": compare(adv_ours, adv_fb),
              "torchattacks vs foolbox": compare(adv_theirs, adv_fb),
              "robustkit vs float64 reference": compare(adv_ours, adv_64),
-             "torchattacks vs float64 reference": compare(adv_theirs, adv_64)}
-    floor = lambda: [floor_step(model, x) for _ in range(steps)]  # noqa: E731
+             "torchattacks vs float64 reference": compare(adv_theirs, adv_64),
+             "float64 model and images: robustkit vs torchattacks.PGD": float64_agreement(
+                 "PGD", lambda m: rk.attacks.PGD(m, eps=eps, step_size=alpha, steps=steps, random_start=False),
+                 lambda m: torchattacks.PGD(m, eps=eps, alpha=alpha, steps=steps, random_start=False), model, x, y)}
     t = time_interleaved({"robustkit.PGD": lambda: ours(x, y), "torchattacks.PGD": lambda: theirs(x, y),
-                          "foolbox.LinfPGD": fb_run, "floor": floor}, repeats)
+                          "foolbox.LinfPGD": fb_run, **floors(model, x, recorded_iterates(ours, model, x, y))},
+                         repeats)
     rows.append({"attack": f"PGD linf eps={eps} alpha={alpha} steps={steps} random_start=False", "seconds": t,
                  "check": check})
 
@@ -129,10 +181,14 @@ def bench_fixed_step(model, x, y, repeats: int) -> list:
     adv_64 = float64_reference(model, x, y, eps=eps, alpha=eps / steps_mi, steps=steps_mi, decay=1.0)
     check_mi = {"robustkit vs torchattacks.MIFGSM": compare(adv_ours, adv_theirs),
                 "robustkit vs float64 reference": compare(adv_ours, adv_64),
-                "torchattacks vs float64 reference": compare(adv_theirs, adv_64)}
-    floor_mi = lambda: [floor_step(model, x) for _ in range(steps_mi)]  # noqa: E731
+                "torchattacks vs float64 reference": compare(adv_theirs, adv_64),
+                "float64 model and images: robustkit vs torchattacks.MIFGSM": float64_agreement(
+                    "MI-FGSM",
+                    lambda m: rk.attacks.MIFGSM(m, eps=eps, step_size=eps / steps_mi, steps=steps_mi, decay=1.0),
+                    lambda m: torchattacks.MIFGSM(m, eps=eps, alpha=eps / steps_mi, steps=steps_mi, decay=1.0),
+                    model, x, y)}
     t_mi = time_interleaved({"robustkit.MIFGSM": lambda: ours_mi(x, y), "torchattacks.MIFGSM": lambda: theirs_mi(x, y),
-                             "floor": floor_mi}, repeats)
+                             **floors(model, x, recorded_iterates(ours_mi, model, x, y))}, repeats)
     rows.append({"attack": f"MI-FGSM eps={eps} alpha={eps / steps_mi:.3g} steps={steps_mi} decay=1", "seconds": t_mi,
                  "check": check_mi})
     return rows
@@ -158,15 +214,120 @@ def bench_early_stop(model, x, y, repeats: int, eps: float) -> dict:
             "robust_accuracy": robust, "mean_steps_used": res.steps.float().mean().item()}
 
 
+# ---- GPU mode: ResNet-50 at 224 px, batch 256 (issue 3's GPU targets) -----------------------------------
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_gpu(methods: dict, repeats: int, device: torch.device, warmup: int = 1) -> dict:
+    """Median wall seconds per method, interleaved, with the device synchronised around each call."""
+    for fn in methods.values():
+        for _ in range(warmup):
+            fn()
+    _sync(device)
+    seconds = {name: [] for name in methods}
+    for _ in range(repeats):
+        for name, fn in methods.items():
+            _sync(device)
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            seconds[name].append(time.perf_counter() - start)
+    return {name: statistics.median(v) for name, v in seconds.items()}
+
+
+def _resnets(count: int, device: torch.device) -> list:
+    from robustkit.models import resnet50
+
+    models = []
+    for seed in range(count):  # random weights (the GPU machines reach no weight files): timing only
+        torch.manual_seed(seed)
+        m = resnet50().eval().to(device)
+        for p in m.parameters():  # as users load models: parameters keep requires_grad=True
+            p.requires_grad_(True)
+        models.append(m)
+    return models
+
+
+def bench_gpu(args) -> dict:
+    """fp32 PGD vs the floor; amp=True vs torchattacks fp32; an ensemble of K vs the sum of the K floors,
+    with the member forwards on separate streams and without. ``--tiny`` shrinks everything so the code
+    path can be checked on CPU."""
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    size, batch, steps, k = args.image_size, args.gpu_batch, args.gpu_steps, args.ensemble
+    eps, alpha = 4 / 255, 1 / 255
+    models = _resnets(k, device)
+    model = models[0]
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    x = torch.rand(batch, 3, size, size, generator=gen).to(device)
+    y = torch.randint(0, 1000, (batch,), generator=gen).to(device)
+    try:
+        import torchattacks
+    except ImportError:  # optional on GPU machines: the rows against it are then skipped
+        torchattacks = None
+    def pgd(m, **kw):
+        return rk.attacks.PGD(m, eps=eps, step_size=alpha, steps=steps, random_start=False, **kw)
+
+    one_floor = lambda m: (lambda: [floor_step(m, x) for _ in range(steps)])  # noqa: E731
+    rows = []
+
+    single = {"robustkit.PGD fp32": (lambda a: lambda: a(x, y))(pgd(model)),
+              "robustkit.PGD amp": (lambda a: lambda: a(x, y))(pgd(model, amp=True)),
+              "floor": one_floor(model)}
+    if torchattacks is not None:
+        theirs = torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=False)
+        single["torchattacks.PGD fp32"] = lambda: theirs(x, y)
+    t = time_gpu(single, args.repeats, device)
+    row = {"attack": f"ResNet-50 {size}px batch {batch}: PGD linf eps=4/255 alpha=1/255 steps={steps}",
+           "seconds": t, "images": batch, "fp32_vs_floor": t["floor"] / t["robustkit.PGD fp32"]}
+    if "torchattacks.PGD fp32" in t:
+        row["amp_vs_torchattacks_fp32"] = t["torchattacks.PGD fp32"] / t["robustkit.PGD amp"]
+        row["fp32_vs_torchattacks_fp32"] = t["torchattacks.PGD fp32"] / t["robustkit.PGD fp32"]
+    rows.append(row)
+    print(json.dumps(row, indent=2))
+
+    # The ensemble keeps K forward graphs alive until the fused loss; halve the batch if K of them do not fit.
+    ens_batch = batch
+    while True:
+        xe, ye = x[:ens_batch], y[:ens_batch]
+        ens = {f"robustkit.PGD ensemble of {k}, streams={s}":
+               (lambda a: lambda: a(xe, ye))(pgd(None, models=models, streams=s)) for s in (True, False)}
+        for i, m in enumerate(models):
+            ens[f"floor model {i}"] = (lambda mm: lambda: [floor_step(mm, xe) for _ in range(steps)])(m)
+        try:
+            t = time_gpu(ens, args.repeats, device)
+            break
+        except torch.cuda.OutOfMemoryError:
+            if ens_batch == 1:
+                raise
+            ens_batch //= 2
+            torch.cuda.empty_cache()
+            print(f"ensemble of {k} at batch {ens_batch * 2} ran out of GPU memory; retrying at {ens_batch}")
+    floor_sum = sum(v for n, v in t.items() if n.startswith("floor model"))
+    on, off = t[f"robustkit.PGD ensemble of {k}, streams=True"], t[f"robustkit.PGD ensemble of {k}, streams=False"]
+    row = {"attack": f"ResNet-50 x {k} {size}px batch {ens_batch}: PGD linf eps=4/255 steps={steps}, fusion=loss",
+           "seconds": t, "images": ens_batch, "sum_of_floors": floor_sum, "streams_on_vs_sum_of_floors": floor_sum / on,
+           "streams_off_vs_sum_of_floors": floor_sum / off, "streams_on_vs_off": off / on}
+    rows.append(row)
+    print(json.dumps(row, indent=2))
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    return {"device": device_name, "rows": rows}
+
+
 def print_table(rows: list, images: int) -> None:
-    print(f"\n{'attack':58s} {'method':28s} {'img/s':>9s} {'vs torchattacks':>16s} {'vs floor':>9s}")
+    print(f"\n{'attack':58s} {'method':28s} {'img/s':>9s} {'vs torchattacks':>16s} {'vs floor':>9s} "
+          f"{'vs floor_iterates':>18s}")
     for row in rows:
         t = row["seconds"]
         base = next((v for k, v in t.items() if k.startswith("torchattacks")), None)
         for name, sec in t.items():
             vs_base = f"{base / sec:.3f}x" if base else ""
             vs_floor = f"{t['floor'] / sec:.3f}" if "floor" in t else ""
-            print(f"{row['attack']:58s} {name:28s} {images / sec:9.0f} {vs_base:>16s} {vs_floor:>9s}")
+            vs_iter = f"{t['floor_iterates'] / sec:.3f}" if "floor_iterates" in t else ""
+            print(f"{row['attack']:58s} {name:28s} {images / sec:9.0f} {vs_base:>16s} {vs_floor:>9s} {vs_iter:>18s}")
         for key in ("check", "robust_accuracy"):
             if key in row:
                 print(f"    {key}: {json.dumps(row[key])}")
@@ -181,7 +342,17 @@ def main() -> None:
     parser.add_argument("--label", default="cpu-2core")
     parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
                         help="cpu: process CPU time (needs --threads 1 to mean work done), wall: elapsed time")
+    parser.add_argument("--gpu", action="store_true",
+                        help="the GPU benchmark instead (ResNet-50, 224 px, batch 256; see bench_gpu)")
+    parser.add_argument("--device", default="cuda", help="--gpu: the device (cpu with --tiny checks the code)")
+    parser.add_argument("--tiny", action="store_true", help="--gpu: 32 px, batch 4, 2 steps, 2 models")
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--gpu-batch", type=int, default=256)
+    parser.add_argument("--gpu-steps", type=int, default=10)
+    parser.add_argument("--ensemble", type=int, default=4)
     args = parser.parse_args()
+    if args.gpu:
+        return main_gpu(args)
     if args.clock == "cpu" and args.threads != 1:
         parser.error("--clock cpu sums the CPU time of all threads; use --threads 1 or --clock wall")
     CLOCK["name"] = args.clock
@@ -203,6 +374,21 @@ def main() -> None:
         "clock": args.clock, "wall_seconds_per_table": WALL_SECONDS,
         "model": "trained_mnist_model('lenet')", "torch": torch.__version__, "machine": platform.machine(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rows": rows}, indent=2))
+    print(f"\nwrote {out}")
+
+
+def main_gpu(args) -> None:
+    if args.tiny:
+        args.image_size, args.gpu_batch, args.gpu_steps, args.ensemble = 32, 4, 2, 2
+        args.repeats = min(args.repeats, 2)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("--gpu needs a CUDA device (or --device cpu --tiny to check the code path)")
+    result = bench_gpu(args)
+    label = args.label if args.label != "cpu-2core" else ("cpu-tiny" if args.tiny else "gpu")
+    out = RESULTS / label / ("attacks_gpu_tiny.json" if args.tiny else "attacks_gpu.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"command": "python " + " ".join(sys.argv), "torch": torch.__version__,
+                               "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **result}, indent=2))
     print(f"\nwrote {out}")
 
 
