@@ -3,8 +3,10 @@
 Two solvers, both deterministic:
 
 * ``"covariance"``: accumulate the ``[D, D]`` scatter matrix of the centred data block by block (one pass
-  of ``N * D^2`` multiply-adds), then its leading eigenvectors (exact ``eigh`` up to 1024 features, block
-  subspace iteration above); the best choice up to a few thousand features (MNIST's 784, CIFAR-10's 3072).
+  of ``N * D^2 / 2`` multiply-adds: on the CPU a symmetric rank-k update, BLAS ``syrk``, which computes one
+  triangle), then its leading eigenvectors (exact float64 ``eigh`` up to 1024 features, block subspace
+  iteration with ``dim`` oversamples above, converged to float32 precision on CIFAR-10, see
+  :func:`_top_eigenvectors`); the best choice up to a few thousand features (MNIST's 784, CIFAR-10's 3072).
 * ``"randomized"``: the randomized range finder of Halko, Martinsson and Tropp (2011, Algorithm 4.4, subspace
   iteration with re-orthonormalisation), seeded, with implicit centring. ``2 * power_iterations + 2`` passes
   of ``N * D * (dim + oversamples)``; the choice when ``D`` is large (TinyImageNet's 12288, ImageNet crops),
@@ -15,6 +17,7 @@ Two solvers, both deterministic:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 from torch import Tensor
@@ -53,7 +56,9 @@ def fit_pca(x: Tensor, dim: int, *, solver: str = "auto", power_iterations: int 
         solver = "covariance" if d <= COVARIANCE_MAX_FEATURES else "randomized"
     mean = torch.zeros(d, dtype=torch.float64, device=x.device)
     for start in range(0, n, ROW_BLOCK):
-        mean += x[start:start + ROW_BLOCK].sum(dim=0, dtype=torch.float64)
+        # float32 block sums (pairwise summation, relative error ~1e-7) accumulated in float64: a float64
+        # reduction over the rows is ~8x slower on the CPU and no more accurate at this block size
+        mean += x[start:start + ROW_BLOCK].sum(dim=0)
     mean = (mean / n).float()
     if solver == "covariance":
         components, variance = _covariance_solver(x, mean, dim)
@@ -69,27 +74,38 @@ def _covariance_solver(x: Tensor, mean: Tensor, dim: int) -> tuple[Tensor, Tenso
     scatter = torch.zeros(d, d, dtype=torch.float32, device=x.device)
     for start in range(0, n, ROW_BLOCK):
         centred = x[start:start + ROW_BLOCK] - mean
-        scatter.addmm_(centred.T, centred)
+        if centred.device.type == "cpu":
+            # numpy hands ``c.T @ c`` to BLAS syrk (one triangle, mirrored): half the multiply-adds of the
+            # general product torch's addmm performs (0.49 s against 0.82 s for 60k x 784 on one core)
+            block = centred.numpy()
+            scatter += torch.from_numpy(block.T @ block)
+        else:
+            scatter.addmm_(centred.T, centred)
     return _top_eigenvectors(scatter / max(n - 1, 1), dim)
 
 
-def _top_eigenvectors(covariance: Tensor, dim: int, *, iterations: int = 8, oversamples: int = 40,
+def _top_eigenvectors(covariance: Tensor, dim: int, *, iterations: int = 8, oversamples: Optional[int] = None,
                       seed: int = 0, eigh_max_features: int = EIGH_MAX_FEATURES) -> tuple[Tensor, Tensor]:
     """Top ``dim`` eigenpairs of a symmetric PSD ``[D, D]`` matrix.
 
     Up to ``EIGH_MAX_FEATURES`` a float64 ``eigh``. Above, a full eigendecomposition costs more than the
-    data pass itself (``eigh`` of 3072 x 3072 took 80 s on the shared 2-core CPU), so block subspace
-    iteration on the covariance (``iterations`` float64 products of ``D^2 (dim + oversamples)``, each followed by
-    CholeskyQR2)
-    and a Rayleigh-Ritz step give the leading eigenpairs; ``iterations`` products with the covariance equal
-    ``2 * iterations`` passes over the data of a randomized SVD, at a fraction of the cost.
+    data pass itself (``eigh`` of 3072 x 3072 took 33-80 s on the shared 2-core CPU), so block subspace
+    iteration on the covariance (``iterations`` float64 products of ``D^2 (dim + oversamples)``, each followed
+    by CholeskyQR2) and a Rayleigh-Ritz step give the leading eigenpairs; ``iterations`` products with the
+    covariance equal ``2 * iterations`` passes over the data of a randomized SVD, at a fraction of the cost.
+
+    The error in eigenvector ``dim`` shrinks by ``lambda[dim + oversamples] / lambda[dim]`` per product, so
+    the oversampling matters more than the iterations: on CIFAR-10 at 300 dims that ratio is 0.80 with 40
+    oversamples (8 products leave principal angles up to 31 degrees to the exact subspace, and 0.4% of
+    held-out 1-NN labels differ from an exact float64 PCA's) and 0.26 with 300 (the default, ``oversamples =
+    dim``: angles below 1e-4, labels identical) for 1.8x the iteration cost, ~4 s on one core.
     """
     d = covariance.shape[0]
     if d <= eigh_max_features:
         eigenvalues, eigenvectors = torch.linalg.eigh(covariance.double())
         order = torch.argsort(eigenvalues, descending=True)[:dim]
         return eigenvectors[:, order].T.float().contiguous(), eigenvalues[order].float()
-    width = min(dim + oversamples, d)
+    width = min(dim + (dim if oversamples is None else oversamples), d)
     generator = torch.Generator(device=covariance.device).manual_seed(seed)
     covariance = covariance.double()
     basis = torch.randn(d, width, generator=generator, device=covariance.device, dtype=torch.float64)

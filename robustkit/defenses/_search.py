@@ -1,21 +1,30 @@
 """Exact k-nearest-neighbour search over a fixed index of vectors, blocked so memory stays bounded.
 
-Both backends return candidates that are then *re-ranked* by :func:`exact_rerank`: distances recomputed
-from the differences ``q - x`` in float64 and sorted by ``(distance, index)``. The matmul expansion
-``|q|^2 - 2 q.x + |x|^2`` used to find candidates rounds differently for different block shapes and
-libraries; the re-ranked result does not, so the backends and block sizes agree and ties break by the
-smaller training index, deterministically.
+Both backends (faiss's ``IndexFlatL2``, or blocked torch matmul + top-k) rank by the float32 expansion
+``|q|^2 - 2 q.x + |x|^2``, which rounds differently for different block shapes and libraries. Their
+candidates are therefore *re-ranked* by :func:`exact_rerank` (distances from the differences ``q - x`` in
+float64, sorted by ``(distance, index)``) and *certified* by :func:`certified_knn`: the float32 expansion is
+off by at most ``ERROR_BOUND_FACTOR * (D + 2) * u * (|q|^2 + max |x|^2)`` (``u = 2^-24``; each of the three
+terms is a float32 sum of ``D`` products, whatever the summation order), so when the exact k-th distance of
+the re-ranked candidates lies below the largest fetched float32 distance minus that bound, no image left
+out can come closer or tie. Queries that fail the test (near-ties at rank k, duplicates) are searched again
+with 8x more candidates, up to the whole index. The result is the exact float64 k-NN, ties broken by the
+smaller training index, identical across backends and block sizes; only ``k + 1`` candidates are fetched in
+the common case.
 """
 from __future__ import annotations
 
 import importlib
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor
 
-#: extra candidates fetched before re-ranking, so float32 near-ties at rank k cannot drop a true neighbour
-RERANK_MARGIN = 8
+#: slack on the float32 rounding bound (the worst case already assumes every rounding adds up)
+ERROR_BOUND_FACTOR = 2.0
+#: float64 elements per re-ranking temporary (queries x candidates x dims): bounds memory when a query needs
+#: many candidates
+RERANK_ELEMENTS = 1 << 24
 
 
 def faiss_module():
@@ -32,14 +41,16 @@ def faiss_has_gpu() -> bool:
 
 
 def torch_candidates(index: Tensor, index_sq: Tensor, queries: Tensor, k: int, *, query_block: int,
-                     index_block: int) -> Tensor:
-    """``[Q, k]`` indices of the (float32) nearest rows of ``index`` ``[M, d]`` to ``queries`` ``[Q, d]``.
+                     index_block: int) -> tuple[Tensor, Tensor]:
+    """``([Q, k] float32 squared distances, [Q, k] indices)`` of the (float32) nearest rows of ``index``
+    ``[M, d]`` to ``queries`` ``[Q, d]``, in no particular order.
 
     Never holds more than ``query_block x index_block`` distances: a running top-k per query block is
     merged with each index block's top-k.
     """
     m = index.shape[0]
     out = torch.empty(queries.shape[0], k, dtype=torch.int64, device=queries.device)
+    out_d = torch.empty(queries.shape[0], k, dtype=torch.float32, device=queries.device)
     for qs in range(0, queries.shape[0], query_block):
         q = queries[qs:qs + query_block]
         best_d = best_i = None
@@ -56,7 +67,8 @@ def torch_candidates(index: Tensor, index_sq: Tensor, queries: Tensor, k: int, *
                 keep = torch.topk(merged_d, min(k, merged_d.shape[1]), dim=1, largest=False, sorted=False).indices
                 best_d, best_i = merged_d.gather(1, keep), merged_i.gather(1, keep)
         out[qs:qs + q.shape[0]] = best_i
-    return out
+        out_d[qs:qs + q.shape[0]] = best_d + (q ** 2).sum(dim=1, keepdim=True)
+    return out_d, out
 
 
 class FaissIndex:
@@ -76,25 +88,34 @@ class FaissIndex:
         flat.add(index.detach().float().cpu().contiguous().numpy())
         self.index = flat
 
-    def candidates(self, queries: Tensor, k: int, *, query_block: int) -> Tensor:
-        out = []
+    def candidates(self, queries: Tensor, k: int, *, query_block: int) -> tuple[Tensor, Tensor]:
+        """``([Q, k] float32 squared distances, [Q, k] indices)``, as :func:`torch_candidates`."""
+        dists, idxs = [], []
         for qs in range(0, queries.shape[0], query_block):
             q = queries[qs:qs + query_block].detach().float().cpu().contiguous().numpy()
-            _, idx = self.index.search(q, k)
-            out.append(torch.from_numpy(idx))
-        return torch.cat(out).to(queries.device) if out else torch.empty(0, k, dtype=torch.int64,
-                                                                           device=queries.device)
+            dist, idx = self.index.search(q, k)
+            dists.append(torch.from_numpy(dist))
+            idxs.append(torch.from_numpy(idx))
+        if not idxs:
+            return (torch.empty(0, k, device=queries.device),
+                    torch.empty(0, k, dtype=torch.int64, device=queries.device))
+        return torch.cat(dists).to(queries.device), torch.cat(idxs).to(queries.device)
 
 
 def exact_rerank(index: Tensor, queries: Tensor, candidates: Tensor, k: int,
                  exclude: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
-    """Exact float64 Euclidean distances to the candidates, the best ``k`` sorted by (distance, index).
+    """Exact float64 *squared* Euclidean distances to the candidates, the best ``k`` sorted by
+    (distance, index): ``([Q, k] float64, [Q, k] int64)``.
 
-    ``exclude``: ``[Q]`` index per query that must not be returned (leave-one-out), or None.
+    ``exclude``: ``[Q]`` index per query that must not be returned (leave-one-out), or None. Negative
+    candidates (faiss's padding) are never returned.
     """
-    cand = candidates.clamp_min(0)  # faiss pads with -1 when the index has fewer than k rows
-    diff = index[cand].double() - queries[:, None, :].double()  # [Q, K', d]
-    dist = diff.pow(2).sum(dim=2).sqrt()
+    cand = candidates.clamp_min(0)
+    dist = torch.empty(cand.shape, dtype=torch.float64, device=cand.device)
+    rows = max(1, RERANK_ELEMENTS // max(1, cand.shape[1] * index.shape[1]))
+    for s in range(0, cand.shape[0], rows):  # bounded [rows, K', d] temporaries
+        diff = index[cand[s:s + rows]].double() - queries[s:s + rows, None, :].double()
+        dist[s:s + rows] = diff.pow(2).sum(dim=2)
     dist[candidates < 0] = float("inf")
     if exclude is not None:
         dist[cand == exclude[:, None]] = float("inf")
@@ -102,4 +123,36 @@ def exact_rerank(index: Tensor, queries: Tensor, candidates: Tensor, k: int,
     by_index = torch.argsort(cand, dim=1)
     cand, dist = cand.gather(1, by_index), dist.gather(1, by_index)
     order = torch.argsort(dist, dim=1, stable=True)[:, :k]
-    return dist.gather(1, order).float(), cand.gather(1, order)
+    return dist.gather(1, order), cand.gather(1, order)
+
+
+def certified_knn(index: Tensor, index_sq_max: float, queries: Tensor, k: int,
+                  candidates: Callable[[Tensor, int], tuple[Tensor, Tensor]],
+                  exclude: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+    """Exact k-NN of ``queries`` in ``index``: ``([Q, k] float32 distances, [Q, k] int64 indices)``.
+
+    ``candidates(queries, f)`` returns float32 squared-distance estimates and indices of ``f`` nearest
+    rows; ``index_sq_max`` is ``max |x|^2`` over the index. See the module docstring for the certificate.
+    """
+    m, d = index.shape
+    n = queries.shape[0]
+    out_d = torch.empty(n, k, dtype=torch.float64, device=queries.device)
+    out_i = torch.empty(n, k, dtype=torch.int64, device=queries.device)
+    u = 2.0 ** -24
+    tolerance = ERROR_BOUND_FACTOR * (d + 2) * u * ((queries.double() ** 2).sum(dim=1) + index_sq_max)
+    todo = torch.arange(n, device=queries.device)
+    fetch = min(k + 1 + (exclude is not None), m)
+    while todo.numel():
+        q = queries[todo]
+        ex = None if exclude is None else exclude[todo]
+        approx, cand = candidates(q, fetch)
+        dist, idx = exact_rerank(index, q, cand, k, exclude=ex)
+        if fetch == m:
+            done = torch.ones(todo.numel(), dtype=torch.bool, device=queries.device)
+        else:
+            # every row left out has exact squared distance >= (largest fetched estimate) - tolerance
+            done = dist[:, -1] < approx.double().max(dim=1).values - tolerance[todo]
+        out_d[todo[done]], out_i[todo[done]] = dist[done], idx[done]
+        todo = todo[~done]
+        fetch = min(fetch * 8, m)
+    return out_d.sqrt().float(), out_i

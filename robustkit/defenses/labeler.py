@@ -19,8 +19,7 @@ from torch import Tensor
 
 from robustkit.defenses._kmeans import kmeans
 from robustkit.defenses._pca import PCABasis, fit_pca
-from robustkit.defenses._search import (RERANK_MARGIN, FaissIndex, exact_rerank, faiss_has_gpu, faiss_module,
-                                        torch_candidates)
+from robustkit.defenses._search import FaissIndex, certified_knn, faiss_has_gpu, faiss_module, torch_candidates
 
 ArrayLike = Union[Tensor, np.ndarray]
 BACKENDS = ("auto", "faiss", "torch")
@@ -109,15 +108,16 @@ class KNNLabeler:
         self.pca_: Optional[PCABasis] = None
         if self.pca_dim is not None:
             self.pca_ = fit_pca(x, self.pca_dim, solver=self.pca_solver, seed=self.seed)
-        self.index_, self.index_residual_ = self._project(x)
+        self.index_ = self._project(x)
         self.index_sq_ = (self.index_ ** 2).sum(dim=1)
+        self.index_sq_max_ = float((self.index_.double() ** 2).sum(dim=1).max())
         self.y_ = y
         self.backend_ = self._resolve_backend()
         self._faiss = FaissIndex(self.index_) if self.backend_ == "faiss" else None
         self.fooling_centres_ = None
         self.threshold_: Optional[float] = None
         if self.fooling_threshold == "auto":
-            self.threshold_ = self._auto_threshold()
+            self.threshold_ = self._auto_threshold(x)
         elif self.fooling_threshold is not None:
             self.threshold_ = float(self.fooling_threshold)
         return self
@@ -136,7 +136,7 @@ class KNNLabeler:
     def transform(self, x: ArrayLike) -> Tensor:
         """``[B, pca_dim]`` PCA projections of ``x`` (on the training data's device)."""
         self._check_fitted()
-        return self._project(self._queries(x))[0]
+        return self._project(self._queries(x))
 
     def kneighbors(self, x: ArrayLike, k: Optional[int] = None) -> tuple[Tensor, Tensor]:
         """``(distances [B, k] float32, indices [B, k] int64)`` of the nearest training images, nearest
@@ -152,11 +152,12 @@ class KNNLabeler:
     def predict(self, x: ArrayLike) -> Tensor:
         """``[B]`` int64 labels: the k-NN vote, or a fooling class ``>= num_classes`` for fooling images."""
         self._check_fitted()
-        q, residual = self._project(self._queries(x))
+        raw = self._queries(x)
+        q = self._project(raw)
         dist, idx = self._search(q, self.k)
         labels = _vote(self.y_[idx], self.num_classes_)
         if self.threshold_ is not None:
-            fooling = _fooling_distance(dist[:, 0], residual) > self.threshold_
+            fooling = _fooling_distance(dist[:, 0], self._residual(raw, q)) > self.threshold_
             if fooling.any():
                 labels[fooling] = self.num_classes_ + self._fooling_cluster(q[fooling])
         return labels.to(_device_of(x))
@@ -164,9 +165,10 @@ class KNNLabeler:
     def fooling_distance(self, x: ArrayLike) -> Tensor:
         """``[B]`` input-space distance to the nearest training image's PCA reconstruction (see Args)."""
         self._check_fitted()
-        q, residual = self._project(self._queries(x))
+        raw = self._queries(x)
+        q = self._project(raw)
         dist, _ = self._search(q, 1)
-        return _fooling_distance(dist[:, 0], residual).to(_device_of(x))
+        return _fooling_distance(dist[:, 0], self._residual(raw, q)).to(_device_of(x))
 
     def fooling_mask(self, x: ArrayLike) -> Tensor:
         """``[B]`` bool: which images are fooling images (all False without a threshold)."""
@@ -185,44 +187,50 @@ class KNNLabeler:
             return "faiss" if faiss_has_gpu() else "torch"
         return "faiss"
 
-    def _project(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """``([B, pca_dim] projections, [B] distances from the PCA subspace)``, computed block by block."""
+    def _project(self, x: Tensor) -> Tensor:
+        """``[B, pca_dim]`` projections, computed block by block."""
         if self.pca_ is None:
-            return x.contiguous(), x.new_zeros(x.shape[0])
-        projections, residuals = [], []
-        for s in range(0, x.shape[0], self.query_block):
-            block = x[s:s + self.query_block]
-            projections.append(self.pca_.transform(block))
-            residuals.append(self.pca_.residual_norm(block, projections[-1]))
-        if not projections:
-            return x.new_zeros(0, self.pca_.components.shape[0]), x.new_zeros(0)
-        return torch.cat(projections), torch.cat(residuals)
+            return x.contiguous()
+        if x.shape[0] == 0:
+            return x.new_zeros(0, self.pca_.components.shape[0])
+        return torch.cat([self.pca_.transform(x[s:s + self.query_block])
+                          for s in range(0, x.shape[0], self.query_block)])
+
+    def _residual(self, x: Tensor, projected: Tensor) -> Tensor:
+        """``[B]`` distances of the rows of ``x`` from the PCA subspace (zero without PCA). Only the fooling
+        class needs them, so they are computed on demand: a full extra pass over the pixels."""
+        if self.pca_ is None or x.shape[0] == 0:
+            return x.new_zeros(x.shape[0])
+        return torch.cat([self.pca_.residual_norm(x[s:s + self.query_block], projected[s:s + self.query_block])
+                          for s in range(0, x.shape[0], self.query_block)])
 
     def _search(self, q: Tensor, k: int, exclude: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
-        fetch = min(k + RERANK_MARGIN + (exclude is not None), self.index_.shape[0])
+        """Exact k-NN (``_search.certified_knn``), ``query_block`` queries at a time."""
+        if self._faiss is not None:
+            def candidates(block, fetch):
+                return self._faiss.candidates(block, fetch, query_block=self.query_block)
+        else:
+            def candidates(block, fetch):
+                return torch_candidates(self.index_, self.index_sq_, block, fetch, query_block=self.query_block,
+                                        index_block=self.index_block)
         dists, idxs = [], []
         for s in range(0, q.shape[0], self.query_block):
-            block = q[s:s + self.query_block]
-            if self._faiss is not None:
-                cand = self._faiss.candidates(block, fetch, query_block=self.query_block)
-            else:
-                cand = torch_candidates(self.index_, self.index_sq_, block, fetch,
-                                        query_block=self.query_block, index_block=self.index_block)
             ex = None if exclude is None else exclude[s:s + self.query_block]
-            d, i = exact_rerank(self.index_, block, cand, k, exclude=ex)
+            d, i = certified_knn(self.index_, self.index_sq_max_, q[s:s + self.query_block], k, candidates,
+                                 exclude=ex)
             dists.append(d)
             idxs.append(i)
         if not dists:
             return q.new_zeros(0, k), torch.zeros(0, k, dtype=torch.int64, device=q.device)
         return torch.cat(dists), torch.cat(idxs)
 
-    def _auto_threshold(self) -> float:
+    def _auto_threshold(self, x_train: Tensor) -> float:
         n = self.index_.shape[0]
         if n < 2:
             raise ValueError("fooling_threshold='auto' needs at least two training images")
         sample = torch.linspace(0, n - 1, min(self.auto_samples, n), device=self.device_).round().long().unique()
         dist, _ = self._search(self.index_[sample], 1, exclude=sample)
-        distance = _fooling_distance(dist[:, 0], self.index_residual_[sample])
+        distance = _fooling_distance(dist[:, 0], self._residual(x_train[sample], self.index_[sample]))
         return float(torch.quantile(distance.double(), self.auto_quantile)) * self.auto_factor
 
     def _fooling_cluster(self, q_fooling: Tensor) -> Tensor:

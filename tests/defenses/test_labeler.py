@@ -57,6 +57,36 @@ def test_equal_distances_break_ties_by_smaller_index():
     assert idx.tolist() == [[0, 1, 2]]
 
 
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_exact_where_float32_cannot_rank(backend):
+    # points on a shell of radius ~1 around a centre at distance 1000: the float32 expansion |q|^2 - 2q.x +
+    # |x|^2 is off by ~1 in squared distances ~1, so float32 ranks almost at random (the old fixed margin of 8
+    # extra candidates missed the true top 3 for 28 of these 30 queries); the certified search must widen its
+    # candidate list until the float64 re-ranking is provably the exact k-NN
+    g = torch.Generator().manual_seed(0)
+    centre = torch.full((16,), 250.0)
+    directions = torch.nn.functional.normalize(torch.randn(500, 16, generator=g), dim=1)
+    x = centre + directions * (1 + 0.01 * torch.rand(500, 1, generator=g))
+    q = centre + 0.05 * torch.randn(30, 16, generator=g)
+    lab = KNNLabeler(pca_dim=None, k=3, backend=backend).fit(x, torch.arange(500) % 3)
+    dist, idx = lab.kneighbors(q)
+    ref_d, ref_i = ref.kneighbors(x.double().numpy(), q.double().numpy(), 3)
+    np.testing.assert_array_equal(idx.numpy(), ref_i)
+    np.testing.assert_allclose(dist.numpy(), ref_d, rtol=1e-6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_many_duplicates_of_the_nearest_image_give_the_smallest_index(backend):
+    # 40 copies of the nearest image, more than any fixed candidate margin: the smallest index must win
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(400, 8, generator=g) + 1
+    copies = torch.randperm(400, generator=g)[:40]
+    x[copies] = 0.5
+    lab = KNNLabeler(pca_dim=None, k=1, backend=backend, query_block=3).fit(x, torch.arange(400))
+    _, idx = lab.kneighbors(torch.full((5, 8), 0.45))
+    assert idx[:, 0].tolist() == [int(copies.min())] * 5
+
 @pytest.mark.skipif(faiss_module() is None, reason="no faiss")
 def test_backends_agree_exactly():
     x, y = clustered(800, 128, classes=10, spread=0.3)
@@ -98,6 +128,23 @@ def test_subspace_iteration_and_randomized_solver_find_the_leading_components():
     pca = fit_pca(x, 8, solver="randomized")
     assert torch.linalg.svdvals(pca.components.double() @ comps.T).min() > 0.999
 
+
+
+def test_subspace_iteration_converges_on_a_slowly_decaying_spectrum():
+    # power-law spectrum lambda_j = j^-1.5 (CIFAR-10's decays like j^-1.9 around component 300): the default
+    # oversampling (dim extra vectors) reaches the exact float64 subspace, the old 13% oversampling does not
+    g = torch.Generator().manual_seed(0)
+    d, dim = 300, 40
+    q = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))[0]
+    covariance = (q * torch.arange(1, d + 1, dtype=torch.float64) ** -1.5) @ q.T
+
+    def max_sine(oversamples):
+        vectors, _ = _top_eigenvectors(covariance.float(), dim, oversamples=oversamples, eigh_max_features=0)
+        cosines = torch.linalg.svdvals(vectors.double() @ q[:, :dim])
+        return float((1 - cosines.min() ** 2).clamp_min(0).sqrt())
+
+    assert max_sine(None) < 2e-3
+    assert max_sine(5) > 0.1
 
 def test_numpy_inputs_and_no_pca():
     x, y = clustered(100, 16)
