@@ -2,15 +2,16 @@
 
 Every method attacks the same correctly classified MNIST test images; success and L2 are measured the
 same way for all (prediction of the returned image != label; ||adv - x||_2 over the successes).
-Correctness first: our DeepFool must agree image by image with foolbox's (the same algorithm) before
-anything is timed. Each method is warmed up on 8 images, then timed over the whole set (median of
-``--repeats`` runs for ours and foolbox; the peers that are >10x slower run once, on ``--slow-images``).
+Correctness first: our DeepFool must agree image by image with foolbox's (the same algorithm), and
+CW.fast must break >= 99 % of the images inside the box, before anything is timed. Each method is
+warmed up on 8 images, then timed over the whole set (median of ``--repeats`` runs, taken round-robin
+over the methods, for ours and foolbox; the peers that are >10x slower run once, on ``--slow-images``).
 img/s is per second of process CPU time (robust to the shared machine's load with ``--threads 1``); the
 wall-clock rate is kept next to it.
 
     python bench/minnorm.py [--images 256] [--slow-images 64] [--repeats 3] [--threads 2]
 
-Writes bench/results/<label>/minnorm.json (default label cpu-2core).
+Writes bench/results/<label>/<output> (default cpu-2core/minnorm.json).
 """
 from __future__ import annotations
 
@@ -50,16 +51,24 @@ def measure(model, x, y, adv) -> dict:
             "median_l2": l2[success].median().item() if success.any() else float("nan"), "in_box": in_box}
 
 
-def timed(run, x, y, repeats: int) -> tuple:
-    """Median wall and process-CPU seconds; with one thread, CPU time is robust to the shared machine's load."""
-    run(x[:8], y[:8])  # warm-up
-    wall, cpu, adv = [], [], None
-    for _ in range(repeats):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        adv = run(x, y)
-        wall.append(time.perf_counter() - start)
-        cpu.append(time.process_time() - start_cpu)
-    return statistics.median(wall), statistics.median(cpu), adv
+def timed_family(runs: dict, x, y, slow_images: int, repeats: int) -> dict:
+    """``{name: (median wall s, median process-CPU s, adv, images)}``. With one thread, CPU time is robust to
+    the shared machine's load; the repeats go round-robin over the methods, so that a change of load
+    between repeats hits ours and the peers alike. Slow methods run once, on ``slow_images`` images."""
+    data = {name: (x[:slow_images], y[:slow_images]) if slow else (x, y) for name, (_, slow) in runs.items()}
+    for name, (run, _) in runs.items():
+        run(data[name][0][:8], data[name][1][:8])  # warm-up
+    wall, cpu, adv = {name: [] for name in runs}, {name: [] for name in runs}, {}
+    for repeat in range(repeats):
+        for name, (run, slow) in runs.items():
+            if slow and repeat > 0:
+                continue
+            start, start_cpu = time.perf_counter(), time.process_time()
+            adv[name] = run(*data[name])
+            wall[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - start_cpu)
+    return {name: (statistics.median(wall[name]), statistics.median(cpu[name]), adv[name], data[name][0].shape[0])
+            for name in runs}
 
 
 def methods(model):
@@ -120,6 +129,17 @@ def check_deepfool_matches_foolbox(model, x, y) -> dict:
     return {"images": x.shape[0], "frac_l2_within_1pct_of_foolbox": agree}
 
 
+def check_cw_fast(model, x, y) -> dict:
+    res = rk.attacks.CW.fast(model).run(x, y)
+    success = res.success.float().mean().item()
+    in_box = bool(res.adv.min() >= 0 and res.adv.max() <= 1)
+    l2_consistent = bool(torch.allclose(res.extras["l2"][res.success], res.l2[res.success], rtol=1e-4, atol=1e-5))
+    if success < 0.99 or not in_box or not l2_consistent:
+        sys.exit(f"correctness check failed: CW.fast success {success:.2f}, in box {in_box}, "
+                 f"reported L2 = measured L2: {l2_consistent}")
+    return {"images": x.shape[0], "cw_fast_success": success}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=256)
@@ -127,6 +147,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--label", default="cpu-2core")
+    parser.add_argument("--output", default="minnorm.json", help="file name under bench/results/<label>/")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)
@@ -135,20 +156,19 @@ def main() -> None:
     report = {"command": "python " + " ".join(sys.argv), "machine": platform.platform(),
               "torch": torch.__version__, "threads": args.threads, "images": args.images,
               "slow_images": args.slow_images, "check": check_deepfool_matches_foolbox(model, x[:32], y[:32]),
+              "check_cw": check_cw_fast(model, x[:32], y[:32]),
               "results": {}}
     for family, runs in methods(model).items():
         rows = {}
-        for name, (run, slow) in runs.items():
-            xs, ys = (x[:args.slow_images], y[:args.slow_images]) if slow else (x, y)
-            wall, cpu, adv = timed(run, xs, ys, 1 if slow else args.repeats)
-            rows[name] = {"images": xs.shape[0], "wall_seconds": wall, "cpu_seconds": cpu,
-                          "img_per_s": xs.shape[0] / cpu, "img_per_wall_s": xs.shape[0] / wall,
-                          **measure(model, xs, ys, adv)}
+        for name, (wall, cpu, adv, images) in timed_family(runs, x, y, args.slow_images, args.repeats).items():
+            rows[name] = {"images": images, "wall_seconds": wall, "cpu_seconds": cpu,
+                          "img_per_s": images / cpu, "img_per_wall_s": images / wall,
+                          **measure(model, x[:images], y[:images], adv)}
             print(f"{family:8s} {name:55s} {rows[name]['img_per_s']:7.2f} img/s  success {rows[name]['success']:.3f}"
-                  f"  median L2 {rows[name]['median_l2']:.3f}  ({xs.shape[0]} images)", flush=True)
+                  f"  median L2 {rows[name]['median_l2']:.3f}  ({images} images)", flush=True)
         report["results"][family] = rows
     print_table(report)
-    out = RESULTS / args.label / "minnorm.json"
+    out = RESULTS / args.label / args.output
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     print(f"wrote {out}")
