@@ -25,6 +25,8 @@ ERROR_BOUND_FACTOR = 2.0
 #: float64 elements per re-ranking temporary (queries x candidates x dims): bounds memory when a query needs
 #: many candidates
 RERANK_ELEMENTS = 1 << 24
+#: queries per faiss call (see FaissIndex.candidates)
+FAISS_QUERY_BLOCK = 1 << 16
 
 
 def faiss_module():
@@ -88,8 +90,12 @@ class FaissIndex:
         flat.add(index.detach().float().cpu().contiguous().numpy())
         self.index = flat
 
-    def candidates(self, queries: Tensor, k: int, *, query_block: int) -> tuple[Tensor, Tensor]:
-        """``([Q, k] float32 squared distances, [Q, k] indices)``, as :func:`torch_candidates`."""
+    def candidates(self, queries: Tensor, k: int, *, query_block: int = FAISS_QUERY_BLOCK) -> tuple[Tensor, Tensor]:
+        """``([Q, k] float32 squared distances, [Q, k] indices)``, as :func:`torch_candidates`.
+
+        faiss tiles the distance computation itself (4096 queries x 1024 vectors), so ``query_block`` only
+        bounds the ``[block, k]`` outputs; one call for all 10k MNIST queries took 0.8 s against 1.2 s in
+        blocks of 4096 (two threads)."""
         dists, idxs = [], []
         for qs in range(0, queries.shape[0], query_block):
             q = queries[qs:qs + query_block].detach().float().cpu().contiguous().numpy()

@@ -11,6 +11,7 @@ Example::
 """
 from __future__ import annotations
 
+import math
 from typing import Optional, Union
 
 import numpy as np
@@ -205,24 +206,16 @@ class KNNLabeler:
                           for s in range(0, x.shape[0], self.query_block)])
 
     def _search(self, q: Tensor, k: int, exclude: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
-        """Exact k-NN (``_search.certified_knn``), ``query_block`` queries at a time."""
+        """Exact k-NN (``_search.certified_knn``). Memory stays bounded without an outer loop here: the
+        torch backend works in ``query_block x index_block`` tiles, faiss in its own tiles, and the
+        re-ranking in chunks of ``_search.RERANK_ELEMENTS``."""
         if self._faiss is not None:
-            def candidates(block, fetch):
-                return self._faiss.candidates(block, fetch, query_block=self.query_block)
+            candidates = self._faiss.candidates
         else:
             def candidates(block, fetch):
                 return torch_candidates(self.index_, self.index_sq_, block, fetch, query_block=self.query_block,
                                         index_block=self.index_block)
-        dists, idxs = [], []
-        for s in range(0, q.shape[0], self.query_block):
-            ex = None if exclude is None else exclude[s:s + self.query_block]
-            d, i = certified_knn(self.index_, self.index_sq_max_, q[s:s + self.query_block], k, candidates,
-                                 exclude=ex)
-            dists.append(d)
-            idxs.append(i)
-        if not dists:
-            return q.new_zeros(0, k), torch.zeros(0, k, dtype=torch.int64, device=q.device)
-        return torch.cat(dists), torch.cat(idxs)
+        return certified_knn(self.index_, self.index_sq_max_, q, k, candidates, exclude=exclude)
 
     def _auto_threshold(self, x_train: Tensor) -> float:
         n = self.index_.shape[0]
@@ -280,7 +273,7 @@ def _as_matrix(x: ArrayLike, name: str) -> Tensor:
         raise TypeError(f"{name} must hold floating-point pixels (e.g. images in [0, 1]), got {x.dtype}")
     if x.dim() < 2:
         raise ValueError(f"{name} must be [N, ...] with at least one feature dimension, got {list(x.shape)}")
-    return x.detach().reshape(x.shape[0], -1).float()
+    return x.detach().reshape(x.shape[0], x[0].numel() if x.shape[0] else math.prod(x.shape[1:])).float()
 
 
 def _as_labels(y: ArrayLike, name: str, n: int) -> Tensor:

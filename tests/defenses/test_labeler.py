@@ -206,3 +206,12 @@ def test_bad_arguments_are_named():
         KNNLabeler().predict(x)
     with pytest.raises(ValueError, match="features"):
         KNNLabeler(pca_dim=4, backend="torch").fit(x, y).predict(torch.rand(3, 10))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_empty_queries(backend):
+    x, y = clustered(40, 16)
+    lab = KNNLabeler(pca_dim=4, k=2, fooling_threshold="auto", backend=backend).fit(x, y)
+    assert lab.predict(x[:0]).shape == (0,)
+    dist, idx = lab.kneighbors(x[:0])
+    assert dist.shape == idx.shape == (0, 2)
