@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import platform
 import statistics
@@ -154,6 +155,7 @@ def main() -> None:
     model = trained_mnist_model("lenet", seed=0, progress=False).eval()
     x, y = correctly_classified(model, args.images)
     report = {"command": "python " + " ".join(sys.argv), "machine": platform.platform(),
+              "load_average_1min_at_start": os.getloadavg()[0],
               "torch": torch.__version__, "threads": args.threads, "images": args.images,
               "slow_images": args.slow_images, "check": check_deepfool_matches_foolbox(model, x[:32], y[:32]),
               "check_cw": check_cw_fast(model, x[:32], y[:32]),
@@ -167,6 +169,7 @@ def main() -> None:
             print(f"{family:8s} {name:55s} {rows[name]['img_per_s']:7.2f} img/s  success {rows[name]['success']:.3f}"
                   f"  median L2 {rows[name]['median_l2']:.3f}  ({images} images)", flush=True)
         report["results"][family] = rows
+    report["load_average_1min_at_end"] = os.getloadavg()[0]  # includes this run's own threads
     print_table(report)
     out = RESULTS / args.label / args.output
     out.parent.mkdir(parents=True, exist_ok=True)
