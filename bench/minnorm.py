@@ -90,6 +90,8 @@ def methods(model):
 
     deepfool = {
         "robustkit.DeepFool": (lambda x, y: rk.attacks.DeepFool(model)(x, y), False),
+        "robustkit.DeepFool (jacobian=batched, vmap)": (
+            lambda x, y: rk.attacks.DeepFool(model, jacobian="batched")(x, y), False),
         "foolbox.L2DeepFoolAttack": (fb_run(fb.attacks.L2DeepFoolAttack(steps=50, candidates=10, overshoot=0.02)),
                                      False),
         "torchattacks.DeepFool": (lambda x, y: torchattacks.DeepFool(model, steps=50, overshoot=0.02)(x, y), True),

@@ -91,6 +91,7 @@ def test_overshoot_scales_the_accumulated_step(tiny):
 @pytest.mark.parametrize("kwargs, message", [
     (dict(norm="l1"), "norm must be one of"), (dict(steps=0), "steps must be an int >= 1"),
     (dict(candidates=1), "candidates must be an int >= 2"), (dict(overshoot=-0.1), "overshoot must be"),
+    (dict(jacobian="vmap"), "jacobian must be one of"),
 ])
 def test_bad_arguments(tiny, kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -103,14 +104,15 @@ def test_empty_batch(tiny):
     assert res.adv.shape == (0, 1, 10, 10) and res.extras["rho2"].shape == (0,)
 
 
+@pytest.mark.parametrize("jacobian", ["loop", "batched"])
 @pytest.mark.parametrize("targeted", [False, True])
-def test_linearize_equals_the_float64_jacobian_of_the_kept_samples(targeted):
+def test_linearize_equals_the_float64_jacobian_of_the_kept_samples(targeted, jacobian):
     # The per-candidate backward over the shared graph against torch's Jacobian, sample by sample, with
     # some samples already done (they ride through the forward but get no row).
     model = tiny_cnn(seed=5, dtype=torch.float64)
     x = torch.rand(5, 1, 10, 10, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
     y = torch.tensor([0, 3, 7, 2, 9])
-    atk = DeepFool(model, candidates=4)
+    atk = DeepFool(model, candidates=4, jacobian=jacobian)
     classes = None if targeted else atk._candidate_classes(model(x), y)
     target = torch.tensor([1, 1, 4, 5, 0]) if targeted else None
     keep = torch.tensor([0, 2, 3])
@@ -134,3 +136,12 @@ def test_single_class_model_is_a_named_error(tiny):
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(100, 1)).eval()
     with pytest.raises(ValueError, match="at least 2 classes"):
         DeepFool(model).run(x, torch.zeros_like(y))
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_batched_jacobian_gives_the_same_attack_as_the_loop(tiny, norm):
+    model, x, y = tiny
+    loop = DeepFool(model, norm=norm, jacobian="loop").run(x, y)
+    batched = DeepFool(model, norm=norm, jacobian="batched").run(x, y)
+    torch.testing.assert_close(batched.adv, loop.adv, rtol=0, atol=1e-6)
+    assert torch.equal(batched.steps, loop.steps)
