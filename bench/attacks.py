@@ -428,6 +428,8 @@ def main_gpu(args) -> None:
         args.repeats = min(args.repeats, 2)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("--gpu needs a CUDA device (or --device cpu --tiny to check the code path)")
+    if not args.device.startswith("cuda"):  # a code-path check: one thread keeps a shared CPU from stalling it
+        torch.set_num_threads(1)
     result = bench_gpu(args)
     label = args.label if args.label != "cpu-2core" else ("cpu-tiny" if args.tiny else "gpu")
     out = RESULTS / label / ("attacks_gpu_tiny.json" if args.tiny else "attacks_gpu.json")
