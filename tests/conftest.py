@@ -64,8 +64,9 @@ def mnist_lenet(request):
     from robustkit.models.train import trained_mnist_model
 
     cache_dir = None
-    if "ROBUSTKIT_CACHE" not in os.environ and request.config.cache is not None:
-        cache_dir = request.config.cache.mkdir("robustkit-models")
+    pytest_cache = getattr(request.config, "cache", None)  # None under -p no:cacheprovider
+    if "ROBUSTKIT_CACHE" not in os.environ and pytest_cache is not None:
+        cache_dir = pytest_cache.mkdir("robustkit-models")
     # Training runs ~1000 small batches; with 2 intra-op threads on a busy 2-core machine each op's OpenMP
     # sync turned 12 ms steps into 0.5-1.4 s ones (measured), so the one-off training runs on one thread.
     threads = torch.get_num_threads()
