@@ -164,7 +164,8 @@ def bench_dataset(name, train, queries, dim, repeats, n_fgsm=5000):
         row[f"{backend}_cpu_speedup_vs_sklearn"] = row["sklearn_cpu_s"] / row[f"{backend}_cpu_s"]
         row[f"{backend}_agreement_with_sklearn"] = (labels[backend] == sk).float().mean().item()
         row[f"{backend}_agreement_with_sklearn_exact"] = (labels[backend] == sk_exact).float().mean().item()
-        row[f"{backend}_agreement_with_sklearn_random_state_1"] = (labels[backend] == sk_other_seed).float().mean().item()
+        row[f"{backend}_agreement_with_sklearn_random_state_1"] = (
+            (labels[backend] == sk_other_seed).float().mean().item())
         row[f"{backend}_accuracy"] = (labels[backend] == y_q).float().mean().item()
     row["all_times_s"] = times
     row["all_cpu_times_s"] = cpu_times
@@ -199,7 +200,8 @@ def main():
               f"{r['faiss_speedup_vs_sklearn']:5.2f} {r['faiss_cpu_speedup_vs_sklearn']:5.2f} {r['torch_s']:8.2f} "
               f"{r['torch_speedup_vs_sklearn']:5.2f} {r['torch_cpu_speedup_vs_sklearn']:5.2f} |            "
               f"{r['sklearn_self_agreement_random_state_0_vs_1']:7.2%} {r['faiss_agreement_with_sklearn']:7.2%} "
-              f"{r['faiss_agreement_with_sklearn_exact']:7.2%} {r['sklearn_default_agreement_with_sklearn_exact']:7.2%} "
+              f"{r['faiss_agreement_with_sklearn_exact']:7.2%} "
+              f"{r['sklearn_default_agreement_with_sklearn_exact']:7.2%} "
               f"| {r['fgsm_true_label_recovered']:8.2%}")
     OUT.parent.mkdir(parents=True, exist_ok=True)
     # a run over some datasets replaces their rows and keeps the others'
