@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from robustkit.attacks.base import Attack, AttackResult
-from robustkit.attacks.cw_norms import margin_loss, run_l0, run_linf
+from robustkit.attacks.cw_norms import margin_loss, run_l0, run_linf, to_w
 from robustkit.ops import cw_l2_step
 
 _NORMS = ("l2", "linf", "l0")
@@ -139,7 +139,7 @@ class CW(Attack):
         best_l2sq = torch.full_like(const, math.inf)
         best_const = torch.full_like(const, math.nan)
         steps = torch.zeros(batch, dtype=torch.int64, device=x.device)
-        w_start = torch.atanh((2 * x - 1) * (1 - 1e-6))  # Carlini's 0.999999 keeps atanh finite at 0 and 1
+        w_start = to_w(x)
         for round_index in range(self.binary_search_steps):
             if self.binary_search_steps >= 10 and round_index == self.binary_search_steps - 1:
                 const = torch.where(upper < _NO_UPPER, upper, const)
@@ -164,7 +164,7 @@ class CW(Attack):
             # Start from the best adversarial example so far. Pixels the L0 attack froze hold their start
             # value in every iterate, so in best_adv too: they stay frozen.
             found_before = best_l2sq.isfinite().view((-1,) + (1,) * (x.dim() - 1))
-            w = torch.where(found_before, torch.atanh((2 * best_adv - 1) * (1 - 1e-6)), w)
+            w = torch.where(found_before, to_w(best_adv), w)
         x_cur = (torch.tanh(w) + 1) / 2
         m, v = torch.zeros_like(w), torch.zeros_like(w)
         b_adv, b_l2sq = best_adv.clone(), best_l2sq.clone()

@@ -44,7 +44,9 @@ def margin_loss(logits: Tensor, label: Tensor, targeted: bool, confidence: float
     return margin.clamp_min(-confidence), -margin.detach() > confidence
 
 
-def _to_w(x: Tensor) -> Tensor:
+def to_w(x: Tensor) -> Tensor:
+    """C&W's tanh-box change of variables, ``x = (tanh(w) + 1) / 2`` solved for ``w``; Carlini's 0.999999
+    keeps atanh finite at 0 and 1."""
     return torch.atanh((2 * x - 1) * (1 - 1e-6))
 
 
@@ -58,7 +60,7 @@ def run_linf(attack: "CW", x: Tensor, y: Tensor, target: Optional[Tensor]) -> At
     active = torch.arange(batch, device=x.device)
     tau = torch.ones(batch, dtype=x.dtype, device=x.device)
     const = torch.full_like(tau, attack.initial_const)
-    start = _to_w(x)
+    start = to_w(x)
     w, m, v = start.clone(), torch.zeros_like(start), torch.zeros_like(start)
     t = torch.zeros(batch, dtype=x.dtype, device=x.device)  # Adam's per-sample step count
     view = (-1,) + (1,) * (x.dim() - 1)
@@ -88,7 +90,7 @@ def run_linf(attack: "CW", x: Tensor, y: Tensor, target: Optional[Tensor]) -> At
         tau = torch.where(succeeded, torch.minimum(tau, reached) * _TAU_DECREASE, tau)
         const = torch.where(out_of_steps, const * 2, const)
         restart = succeeded | out_of_steps
-        w = torch.where(restart.view(view), _to_w(result[active]), w)
+        w = torch.where(restart.view(view), to_w(result[active]), w)
         m = torch.where(restart.view(view), torch.zeros_like(m), m)
         v = torch.where(restart.view(view), torch.zeros_like(v), v)
         t = torch.where(restart, torch.zeros_like(t), t)
