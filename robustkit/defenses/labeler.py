@@ -273,7 +273,7 @@ def _as_matrix(x: ArrayLike, name: str) -> Tensor:
         raise TypeError(f"{name} must hold floating-point pixels (e.g. images in [0, 1]), got {x.dtype}")
     if x.dim() < 2:
         raise ValueError(f"{name} must be [N, ...] with at least one feature dimension, got {list(x.shape)}")
-    return x.detach().reshape(x.shape[0], x[0].numel() if x.shape[0] else math.prod(x.shape[1:])).float()
+    return x.detach().reshape(x.shape[0], math.prod(x.shape[1:])).float()  # explicit width: -1 fails for N = 0
 
 
 def _as_labels(y: ArrayLike, name: str, n: int) -> Tensor:

@@ -58,7 +58,10 @@ def widen_output_layer(model: nn.Module, extra: int, *, num_classes: Optional[in
     if old.bias is not None:
         wide.bias.requires_grad_(old.bias.requires_grad)
     out = copy.deepcopy(model)
-    _set_submodule(out, name, wide)
+    if not name:
+        raise ValueError("widen_output_layer: the model itself is an nn.Linear; widen it by wrapping it in "
+                         "nn.Sequential")
+    out.set_submodule(name, wide)
     if probe is not None:
         was_training = out.training
         out.eval()
@@ -71,11 +74,3 @@ def widen_output_layer(model: nn.Module, extra: int, *, num_classes: Optional[in
                              "columns; that layer is not the one producing the logits")
     return out
 
-
-def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
-    if not name:
-        raise ValueError("widen_output_layer: the model itself is an nn.Linear; widen it by wrapping it in "
-                         "nn.Sequential")
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, module)
