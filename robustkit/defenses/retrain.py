@@ -149,7 +149,7 @@ class Retrainer:
         adv_test = self._attack(attack, x_test, y_test, device)
         clean_pred, adv_pred = _predict(self.model, x_test, device), _predict(self.model, adv_test, device)
 
-        num_outputs = _num_outputs(self.model, x_test[:1], device)
+        num_outputs = count_outputs(self.model, x_test[:1], device)
         labeler_accuracy = float("nan")
         if self.labeler is not None:
             if not hasattr(self.labeler, "index_"):
@@ -207,7 +207,8 @@ def _rate(mask: Tensor) -> float:
     return mask.double().mean().item() if mask.numel() else float("nan")
 
 
-def _num_outputs(model: nn.Module, x: Tensor, device: torch.device) -> int:
+def count_outputs(model: nn.Module, x: Tensor, device: torch.device) -> int:
+    """The model's number of logits, from one eval-mode forward of ``x`` (its training flag is restored)."""
     was_training = model.training
     model.eval()
     with torch.no_grad():

@@ -64,16 +64,19 @@ def run(args) -> int:
     import torch
 
     from robustkit.defenses import KNNLabeler, Retrainer
+    from robustkit.defenses.retrain import count_outputs
     from robustkit.eval.suite import SpecError, parse_eps
 
     torch.manual_seed(args.seed)
     for name in ("n_test", "epochs", "gap_epochs", "gap_fit", "fooling_clusters"):
         if getattr(args, name) < 1:
             raise SpecError(f"--{name.replace('_', '-')}: must be >= 1, got {getattr(args, name)}")
-    threshold = {"none": None, "auto": "auto"}.get(args.fooling_threshold.lower(), None)
-    if args.fooling_threshold.lower() not in ("none", "auto"):
+    threshold = args.fooling_threshold.lower()
+    if threshold == "none":
+        threshold = None
+    elif threshold != "auto":
         try:
-            threshold = float(args.fooling_threshold)
+            threshold = float(threshold)
         except ValueError:
             raise SpecError(f"--fooling-threshold: none, auto or a number, got {args.fooling_threshold!r}") from None
     kind = args.data.partition(":")[0]
@@ -86,7 +89,7 @@ def run(args) -> int:
     labeler = KNNLabeler(pca_dim=pca_dim, fooling_threshold=threshold, fooling_clusters=args.fooling_clusters)
     n_original = args.n_original or train[0].shape[0]
     original = (train[0][:n_original], train[1][:n_original])
-    labeler.fit(*original, num_classes=_width(model, test[0][:1].to(args.device)))
+    labeler.fit(*original, num_classes=count_outputs(model, test[0][:1], torch.device(args.device)))
     rows = []
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -173,9 +176,3 @@ def _attack_factory(args, eps, x_train):
     # the seed's C&W L2 toward the least-likely class, at a budget a CPU can run (3 x 100 Adam steps)
     return lambda m: functools.partial(attacks.CW(m, binary_search_steps=3, steps=100, lr=0.05, initial_const=1.0),
                                        target="least_likely")
-
-
-def _width(model, probe) -> int:
-    import torch
-    with torch.no_grad():
-        return model(probe).shape[1]
