@@ -108,7 +108,7 @@ class DeepFool(Attack):
                 keep = torch.arange(active.numel(), device=x.device)
             f, w = self._linearize(x_a, logits, keep, y[active], None if target is None else target[active],
                                    None if classes is None else classes[active])
-            step, _ = deepfool_step(f, w, norm=self.norm)
+            step = self._step(f, w)
             active = active[keep]
             r_total[active] += step
             moved = x[active] + (1 + self.overshoot) * r_total[active].view_as(x[active]).to(x.dtype)
@@ -117,6 +117,12 @@ class DeepFool(Attack):
         norms = (x_adv - x).flatten(1).norm(dim=1)
         rho2 = norms / x.flatten(1).norm(dim=1).clamp_min(1e-12)
         return self.make_result(x, x_adv, y, target, steps_used, extras={"rho2": rho2})
+
+    def _step(self, f: Tensor, w: Tensor) -> Tensor:
+        """The fused linearisation step ``[Bk, D]`` (a method so that experiments can rescale it:
+        ``bench/deepfool_bound.py``)."""
+        step, _ = deepfool_step(f, w, norm=self.norm)
+        return step
 
     def _candidate_classes(self, logits: Tensor, y: Tensor) -> Tensor:
         """The ``candidates - 1`` highest-scoring classes other than ``y`` given the clean ``logits``, ``[B, K]``."""
