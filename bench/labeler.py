@@ -18,6 +18,12 @@ Timing: end to end (fit + predict on the queries), median of --repeats interleav
 1/10 size; wall and process CPU time (all threads). ``--threads`` sets torch's, BLAS's and OpenMP's threads.
 
     python bench/labeler.py [--repeats 3] [--datasets mnist cifar10] [--threads N]
+    python bench/labeler.py --device cuda --datasets mnist --data DIR   # adds the torch backend on the GPU
+
+With ``--device cuda`` a fourth method, ``torch-cuda``, fits and predicts on the GPU from the same CPU
+tensors (the copies to the device are timed), and the results go to bench/results/<gpu name>/labeler.json.
+``--data`` is the folder holding ``mnist/`` and ``cifar10/`` (default ../shared/data; the lent GPU machines
+only see the repository, so copy ``mnist/`` into an ignored folder of it and carry that).
 """
 from __future__ import annotations
 
@@ -38,8 +44,8 @@ from torch import nn
 from robustkit.defenses import KNNLabeler
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
-OUT = REPO / "bench" / "results" / "cpu-2core" / "labeler.json"
+DATA = REPO.parent / "shared" / "data"  # --data replaces it
+OUT = REPO / "bench" / "results" / "cpu-2core" / "labeler.json"  # --device cuda: bench/results/<gpu name>/
 
 
 def load_mnist():
@@ -89,6 +95,9 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torc
 
 
 def ours(x_tr, y_tr, queries, dim, backend):
+    if backend == "torch-cuda":  # from the same CPU tensors: the copies to the GPU are part of the time
+        labels = KNNLabeler(pca_dim=dim, k=1, backend="torch").fit(x_tr.cuda(), y_tr.cuda()).predict(queries.cuda())
+        return labels.cpu()
     return KNNLabeler(pca_dim=dim, k=1, backend=backend).fit(x_tr, y_tr).predict(queries)
 
 
@@ -108,7 +117,7 @@ def timed(fn):
     return out, time.perf_counter() - wall, time.process_time() - cpu
 
 
-def bench_dataset(name, train, queries, dim, repeats, n_fgsm=5000):
+def bench_dataset(name, train, queries, dim, repeats, backends=("faiss", "torch"), n_fgsm=5000):
     x_tr, y_tr = train
     x_q, y_q = queries
     model = train_one_epoch(small_cnn(x_tr.shape[1]), x_tr[:20000], y_tr[:20000])
@@ -118,7 +127,7 @@ def bench_dataset(name, train, queries, dim, repeats, n_fgsm=5000):
     model_fooled = (model(x_fgsm).argmax(1) != y_tr[:n_fgsm]).float().mean().item()
     # warm-up at 1/10 size (BLAS threads, allocator, faiss/sklearn imports)
     small = slice(0, x_tr.shape[0] // 10)
-    for backend in ("faiss", "torch"):
+    for backend in backends:
         ours(x_tr[small], y_tr[small], x_q[:1000], dim, backend)
     sklearn_labels(x_tr[small], y_tr[small], x_q[:1000], dim)
     row = {"dataset": name, "n_train": x_tr.shape[0], "n_queries": x_q.shape[0], "pca_dim": dim,
@@ -133,8 +142,7 @@ def bench_dataset(name, train, queries, dim, repeats, n_fgsm=5000):
         return labels
 
     runs = {"sklearn": sklearn_run,
-            "faiss": lambda: ours(x_tr, y_tr, x_q, dim, "faiss"),
-            "torch": lambda: ours(x_tr, y_tr, x_q, dim, "torch")}
+            **{backend: (lambda b: lambda: ours(x_tr, y_tr, x_q, dim, b))(backend) for backend in backends}}
     times = {name: [] for name in runs}
     cpu_times = {name: [] for name in runs}
     labels = {}
@@ -157,7 +165,7 @@ def bench_dataset(name, train, queries, dim, repeats, n_fgsm=5000):
     row["sklearn_accuracy"] = (sk == y_q).float().mean().item()
     row["sklearn_self_agreement_random_state_0_vs_1"] = (sk_other_seed == sk).float().mean().item()
     row["sklearn_default_agreement_with_sklearn_exact"] = (sk_exact == sk).float().mean().item()
-    for backend in ("faiss", "torch"):
+    for backend in backends:
         row[f"{backend}_s"] = statistics.median(times[backend])
         row[f"{backend}_cpu_s"] = statistics.median(cpu_times[backend])
         row[f"{backend}_speedup_vs_sklearn"] = row["sklearn_s"] / row[f"{backend}_s"]
@@ -173,12 +181,26 @@ def bench_dataset(name, train, queries, dim, repeats, n_fgsm=5000):
 
 
 def main():
+    global DATA, OUT
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--datasets", nargs="+", default=["mnist", "cifar10"], choices=["mnist", "cifar10"])
     parser.add_argument("--threads", type=int, default=None,
                         help="threads for torch, BLAS and OpenMP (faiss, scikit-learn); default: torch's default")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--data", type=pathlib.Path, default=DATA, help="the folder with mnist/ and cifar10/")
     args = parser.parse_args()
+    DATA = args.data
+    backends = ("faiss", "torch")
+    if args.device == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit("labeler: --device cuda needs a CUDA device")
+        backends += ("torch-cuda",)
+        try:
+            import faiss  # noqa: F401
+        except ImportError:  # the GPU machines lack faiss-cpu (31 MB, over the carry budget): skip its row
+            backends = tuple(b for b in backends if b != "faiss")
+        OUT = REPO / "bench" / "results" / torch.cuda.get_device_name().lower().replace(" ", "-") / "labeler.json"
     torch.manual_seed(0)
     if args.threads is not None:
         from threadpoolctl import threadpool_limits
@@ -189,20 +211,26 @@ def main():
     rows = []
     for name in args.datasets:
         train, queries = load_mnist() if name == "mnist" else load_cifar10_split()
-        rows.append(bench_dataset(name, train, queries, 50 if name == "mnist" else 300, args.repeats))
+        rows.append(bench_dataset(name, train, queries, 50 if name == "mnist" else 300, args.repeats, backends))
         r = rows[-1]
         print(f"{name}: FGSM(0.1) fooled the CNN on {r['fgsm_model_fooling_ratio']:.1%}, labeler recovered "
               f"{r['fgsm_true_label_recovered']:.2%} true labels", flush=True)
-    print(f"\n{'dataset':8} {'dims':>4} {'sklearn s':>9} {'faiss s':>8} {'x':>5} {'x cpu':>5} {'torch s':>8} {'x':>5} "
-          f"{'x cpu':>5} | agreement: {'sk-sk':>7} {'ours-sk':>7} {'ours-ex':>7} {'sk-ex':>7} | {'FGSM rec':>8}")
+    if "faiss" in backends:  # the CPU table; the per-backend lines below cover every run
+        print(f"\n{'dataset':8} {'dims':>4} {'sklearn s':>9} {'faiss s':>8} {'x':>5} {'x cpu':>5} {'torch s':>8} {'x':>5} "
+              f"{'x cpu':>5} | agreement: {'sk-sk':>7} {'ours-sk':>7} {'ours-ex':>7} {'sk-ex':>7} | {'FGSM rec':>8}")
+        for r in rows:
+            print(f"{r['dataset']:8} {r['pca_dim']:>4} {r['sklearn_s']:9.2f} {r['faiss_s']:8.2f} "
+                  f"{r['faiss_speedup_vs_sklearn']:5.2f} {r['faiss_cpu_speedup_vs_sklearn']:5.2f} {r['torch_s']:8.2f} "
+                  f"{r['torch_speedup_vs_sklearn']:5.2f} {r['torch_cpu_speedup_vs_sklearn']:5.2f} |            "
+                  f"{r['sklearn_self_agreement_random_state_0_vs_1']:7.2%} {r['faiss_agreement_with_sklearn']:7.2%} "
+                  f"{r['faiss_agreement_with_sklearn_exact']:7.2%} "
+                  f"{r['sklearn_default_agreement_with_sklearn_exact']:7.2%} "
+                  f"| {r['fgsm_true_label_recovered']:8.2%}")
     for r in rows:
-        print(f"{r['dataset']:8} {r['pca_dim']:>4} {r['sklearn_s']:9.2f} {r['faiss_s']:8.2f} "
-              f"{r['faiss_speedup_vs_sklearn']:5.2f} {r['faiss_cpu_speedup_vs_sklearn']:5.2f} {r['torch_s']:8.2f} "
-              f"{r['torch_speedup_vs_sklearn']:5.2f} {r['torch_cpu_speedup_vs_sklearn']:5.2f} |            "
-              f"{r['sklearn_self_agreement_random_state_0_vs_1']:7.2%} {r['faiss_agreement_with_sklearn']:7.2%} "
-              f"{r['faiss_agreement_with_sklearn_exact']:7.2%} "
-              f"{r['sklearn_default_agreement_with_sklearn_exact']:7.2%} "
-              f"| {r['fgsm_true_label_recovered']:8.2%}")
+        for backend in backends:
+            print(f"{r['dataset']:8} {backend:10s} {r[backend + '_s']:7.2f} s  {r[backend + '_speedup_vs_sklearn']:5.2f}x "
+                  f"scikit-learn ({r['sklearn_s']:.2f} s)  labels = scikit-learn exact PCA on "
+                  f"{r[backend + '_agreement_with_sklearn_exact']:.2%}")
     OUT.parent.mkdir(parents=True, exist_ok=True)
     # a run over some datasets replaces their rows and keeps the others'
     previous = json.loads(OUT.read_text())["rows"] if OUT.is_file() else []
