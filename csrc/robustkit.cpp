@@ -22,6 +22,8 @@ TORCH_LIBRARY(robustkit, m) {
   m.def("cw_l2_step_(Tensor(a!) w, Tensor(b!) x, Tensor(c!) exp_avg, Tensor(d!) exp_avg_sq, Tensor(e!) best_adv, "
         "Tensor(f!) best_l2sq, Tensor x_orig, Tensor loss_grad, Tensor success, int step, float lr, float beta1, "
         "float beta2, float eps, float clip_min, float clip_max) -> Tensor");
+  // Input gradient of a stride-1, ungrouped conv2d [B, C_in, H, W]; see robustkit/ops/conv_input_grad.py.
+  m.def("conv2d_input_grad(Tensor grad_output, Tensor weight, int[] input_size, int[] padding) -> Tensor");
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {

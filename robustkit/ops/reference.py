@@ -117,3 +117,11 @@ def cw_l2_step(w: Tensor, x_orig: Tensor, loss_grad: Tensor, success: Tensor, ex
         "best_adv": torch.where(improved.view(view), x_now, best_adv.double()),
         "best_l2sq": torch.where(improved, l2sq, best_l2sq.double()), "l2sq": l2sq,
     }
+
+
+def conv2d_input_grad(grad_output: Tensor, weight: Tensor, input_size, padding=(0, 0)) -> Tensor:
+    """float64 ``robustkit.ops.conv2d_input_grad``: the transposed convolution of ``grad_output`` by ``weight``
+    (PyTorch's own definition of a stride-1 conv2d's input gradient)."""
+    out = torch.nn.functional.conv_transpose2d(grad_output.double(), weight.double(), padding=tuple(padding))
+    assert tuple(out.shape[-2:]) == tuple(input_size), "grad_output's plane does not match input_size"
+    return out

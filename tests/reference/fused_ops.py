@@ -62,3 +62,23 @@ def naive_sign_momentum_step(x_adv, x_orig, grad, momentum, step_size, eps, deca
         xs.append(x)
         ms.append(g)
     return torch.stack(xs), (None if momentum is None else torch.stack(ms))
+
+
+def naive_conv2d_input_grad(grad_output, weight, input_size, padding):
+    """The input gradient of a stride-1 conv2d from its definition, y[b, co, oy, ox] = sum_{ci, u, v}
+    x[b, ci, oy + u - ph, ox + v - pw] w[co, ci, u, v]: each output element sends grad * w back to the input
+    pixel it read, skipping the zero padding. Loops over output pixels and taps, float64."""
+    g, w = grad_output.double(), weight.double()
+    batch, c_out, out_h, out_w = g.shape
+    _, c_in, k_h, k_w = w.shape
+    (height, width), (p_h, p_w) = input_size, padding
+    grad_x = torch.zeros(batch, c_in, height, width, dtype=torch.float64)
+    for oy in range(out_h):
+        for ox in range(out_w):
+            for u in range(k_h):
+                for v in range(k_w):
+                    iy, ix = oy + u - p_h, ox + v - p_w
+                    if 0 <= iy < height and 0 <= ix < width:
+                        # [B, C_out] x [C_out, C_in] -> [B, C_in]
+                        grad_x[:, :, iy, ix] += g[:, :, oy, ox] @ w[:, :, u, v]
+    return grad_x

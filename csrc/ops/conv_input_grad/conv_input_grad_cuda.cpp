@@ -1,0 +1,40 @@
+// CUDA glue of robustkit::conv2d_input_grad: checks, device guard, current stream, dtype dispatch, launch-error
+// check. Compiled only in CUDA builds.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include "common/cuda_glue.h"
+#include "ops/conv_input_grad/conv_input_grad.h"
+#include "ops/conv_input_grad/conv_input_grad_kernel.h"
+
+namespace robustkit {
+namespace conv_input_grad {
+namespace {
+
+at::Tensor conv2d_input_grad_cuda(const at::Tensor& grad_output_in, const at::Tensor& weight_in,
+                                  at::IntArrayRef input_size, at::IntArrayRef padding) {
+  const Shape s = check_args(grad_output_in, weight_in, input_size, padding);
+  const c10::cuda::CUDAGuard guard(grad_output_in.device());
+  const at::Tensor g = grad_output_in.contiguous(), w = weight_in.contiguous();
+  at::Tensor out = at::empty({s.B, s.CI, s.H, s.W}, g.options());
+  if (out.numel() == 0) return out;
+  if (s.CO == 0 || s.OH <= 0 || s.OW <= 0) return out.zero_();
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "conv2d_input_grad_cuda", [&] {
+    RK_CUDA_CHECK_LAUNCH(launch_conv2d_input_grad<scalar_t>(g.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(),
+                                                            out.data_ptr<scalar_t>(), s, stream),
+                         kOp);
+  });
+  return out;
+}
+
+}  // namespace
+}  // namespace conv_input_grad
+}  // namespace robustkit
+
+TORCH_LIBRARY_IMPL(robustkit, CUDA, m) {
+  m.impl("conv2d_input_grad", &robustkit::conv_input_grad::conv2d_input_grad_cuda);
+}

@@ -1,0 +1,106 @@
+"""robustkit.ops.conv2d_input_grad against its float64 reference, a naive loop from the definition, PyTorch's
+own convolution backward, gradcheck, opcheck, torch.compile, edge cases and errors."""
+import re
+
+import pytest
+import torch
+
+from robustkit.ops import conv2d_input_grad, reference
+from tests.conftest import devices
+from tests.reference.fused_ops import naive_conv2d_input_grad
+
+TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.float64: dict(rtol=1e-12, atol=1e-12)}
+
+# (batch, C_in, C_out, (KH, KW), (ph, pw), (H, W)): widths below, at and above the float kernel's 32-pixel
+# chunk, rectangular kernels and images, padding 0, "same" and larger than the kernel
+SHAPES = [
+    (3, 1, 6, (5, 5), (2, 2), (28, 28)),
+    (2, 3, 4, (3, 3), (1, 1), (32, 32)),
+    (2, 2, 3, (3, 5), (0, 2), (9, 33)),
+    (1, 1, 2, (1, 1), (0, 0), (5, 70)),
+    (2, 4, 5, (5, 3), (3, 4), (6, 7)),
+    (1, 3, 1, (7, 7), (3, 3), (11, 12)),
+]
+
+
+def _inputs(shape, dtype, device, seed):
+    batch, c_in, c_out, (k_h, k_w), (p_h, p_w), (h, w) = shape
+    g = torch.Generator().manual_seed(seed)
+    out_h, out_w = h + 2 * p_h - k_h + 1, w + 2 * p_w - k_w + 1
+    grad = torch.randn(batch, c_out, out_h, out_w, generator=g, dtype=torch.float64)
+    weight = torch.randn(c_out, c_in, k_h, k_w, generator=g, dtype=torch.float64)
+    return grad.to(dtype=dtype, device=device), weight.to(dtype=dtype, device=device), (h, w), (p_h, p_w)
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_matches_reference_naive_and_torch(device, dtype, shape):
+    grad, weight, size, padding = _inputs(shape, dtype, device, seed=sum(shape[:3]))
+    out = conv2d_input_grad(grad, weight, size, padding)
+    assert out.dtype == dtype and out.shape == (shape[0], shape[1], *size) and out.device == grad.device
+    ref = reference.conv2d_input_grad(grad.cpu(), weight.cpu(), size, padding)
+    torch.testing.assert_close(out.cpu().double(), ref, **TOL[dtype])
+    torch.testing.assert_close(naive_conv2d_input_grad(grad.cpu(), weight.cpu(), size, padding), ref,
+                               rtol=1e-12, atol=1e-12)
+    x = torch.zeros(shape[0], shape[1], *size, dtype=dtype, device=device)
+    torch_grad = torch.ops.aten.convolution_backward(grad, x, weight, None, [1, 1], list(padding), [1, 1], False,
+                                                     [0, 0], 1, [True, False, False])[0]
+    torch.testing.assert_close(out, torch_grad, **TOL[dtype])
+
+
+@pytest.mark.parametrize("device", devices())
+def test_non_contiguous_and_empty(device):
+    grad, weight, size, padding = _inputs(SHAPES[0], torch.float32, device, seed=3)
+    grad_cl = grad.contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(conv2d_input_grad(grad_cl, weight, size, padding),
+                               conv2d_input_grad(grad, weight, size, padding))
+    assert conv2d_input_grad(grad[:0], weight, size, padding).shape == (0, 1, 28, 28)
+    zero_out = conv2d_input_grad(grad[:, :0], weight[:0], size, padding)  # no output channels: zero gradient
+    assert torch.equal(zero_out, torch.zeros(3, 1, 28, 28, device=device))
+
+
+@pytest.mark.parametrize("device", devices())
+def test_gradcheck_and_gradgradcheck(device):
+    grad, weight, size, padding = _inputs((2, 2, 3, (3, 3), (1, 1), (5, 6)), torch.float64, device, seed=5)
+    grad.requires_grad_(True)
+    weight.requires_grad_(True)
+    fn = lambda g, w: conv2d_input_grad(g, w, size, padding)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (grad, weight))
+    assert torch.autograd.gradgradcheck(fn, (grad, weight))
+
+
+@pytest.mark.parametrize("device", devices())
+def test_opcheck(device):
+    grad, weight, size, padding = _inputs(SHAPES[2], torch.float64, device, seed=6)
+    grad.requires_grad_(True)
+    weight.requires_grad_(True)
+    torch.library.opcheck(torch.ops.robustkit.conv2d_input_grad.default, (grad, weight, list(size), list(padding)))
+
+
+def test_torch_compile_fullgraph_matches_eager():
+    grad, weight, size, padding = _inputs(SHAPES[0], torch.float32, "cpu", seed=7)
+    compiled = torch.compile(lambda g, w: conv2d_input_grad(g, w, size, padding) * 2, fullgraph=True)
+    torch.testing.assert_close(compiled(grad, weight), conv2d_input_grad(grad, weight, size, padding) * 2)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: (torch.randn(2, 3, 4), torch.randn(3, 1, 3, 3), (6, 6), (0, 0)),
+     "grad_output must be a 4-D [B, C_out, OH, OW] tensor"),
+    (lambda: (torch.randn(2, 3, 4, 4), torch.randn(3, 1, 3), (6, 6), (0, 0)),
+     "weight must be a 4-D [C_out, C_in, KH, KW] tensor"),
+    (lambda: (torch.randn(2, 3, 4, 4), torch.randn(3, 1, 3, 3).double(), (6, 6), (0, 0)), "weight must be"),
+    (lambda: (torch.randn(2, 3, 4, 4).half(), torch.randn(3, 1, 3, 3).half(), (6, 6), (0, 0)),
+     "grad_output must be float32 or float64"),
+    (lambda: (torch.randn(2, 2, 4, 4), torch.randn(3, 1, 3, 3), (6, 6), (0, 0)),
+     "grad_output's channels (2) must equal weight's C_out (3)"),
+    (lambda: (torch.randn(2, 3, 4, 4), torch.randn(3, 1, 3, 3), (7, 6), (0, 0)),
+     "grad_output's plane must be [H + 2 pad_h - KH + 1, W + 2 pad_w - KW + 1] = [5, 4]"),
+    (lambda: (torch.randn(2, 3, 4, 4), torch.randn(3, 1, 3, 3), (6, 6), (-1, 0)), "padding must be"),
+    (lambda: (torch.randn(2, 3, 4, 4), torch.randn(3, 1, 3, 3), (6,), (0, 0)), "input_size must be [H, W]"),
+])
+def test_bad_input_names_the_argument(make, message):
+    with pytest.raises(RuntimeError, match=re.escape(message)):
+        conv2d_input_grad(*make())
+    with pytest.raises(TypeError, match="must be tensors"):
+        conv2d_input_grad([1.0], torch.randn(1, 1, 1, 1), (1, 1))
