@@ -59,15 +59,17 @@ class GradientAttack(Attack):
             whenever that run's success is monotone, e.g. untargeted PGD on an undefended model), ``adv``
             holds each sample's *first* successful iterate, so the images differ from a fixed-step run's,
             and ``steps`` the iterations each sample used. Costs one host sync per step.
-        model / models / amp / batch_size / seed / streams: see :class:`robustkit.attacks.base.Attack`
-            (``streams``: the K member forwards of an ensemble on separate CUDA streams).
+        model / models / amp / batch_size / seed / streams / conv_input_grad: see
+            :class:`robustkit.attacks.base.Attack` (``streams``: the K member forwards of an ensemble on separate
+            CUDA streams; ``conv_input_grad``: robustkit's kernel for first-layer input gradients on CPU).
     """
 
     def __init__(self, model: Optional[nn.Module] = None, *, rule: StepRule, models: Optional[Sequence[nn.Module]],
                  temperature: float, soft_weight: float, hard_weight: float, fusion: str,
                  weights: Optional[Sequence[float]], amp: bool, batch_size: Optional[int], seed: Optional[int],
-                 early_stop: bool, streams="auto"):
-        super().__init__(model, models=models, amp=amp, batch_size=batch_size, seed=seed, streams=streams)
+                 early_stop: bool, streams="auto", conv_input_grad: str = "robustkit"):
+        super().__init__(model, models=models, amp=amp, batch_size=batch_size, seed=seed, streams=streams,
+                         conv_input_grad=conv_input_grad)
         name = type(self).__name__
         _check_number(name, "eps", rule.eps, minimum=0.0)
         _check_number(name, "step_size", rule.step_size, minimum=0.0)

@@ -61,8 +61,9 @@ class CW(Attack):
                  steps: int = 10000, lr: float = 0.01, initial_const: float = 1e-3, confidence: float = 0.0,
                  abort_early: bool = True, abort_checks: int = 10, abort_tol: float = 1e-4, warm_start: bool = False,
                  models: Optional[Sequence[nn.Module]] = None, amp: bool = False,
-                 batch_size: Optional[int] = None, seed: Optional[int] = None):
-        super().__init__(model, models=models, amp=amp, batch_size=batch_size, seed=seed)
+                 batch_size: Optional[int] = None, seed: Optional[int] = None, conv_input_grad: str = "robustkit"):
+        super().__init__(model, models=models, amp=amp, batch_size=batch_size, seed=seed,
+                         conv_input_grad=conv_input_grad)
         if norm not in _NORMS:
             raise ValueError(f"CW: norm must be one of {_NORMS}, got {norm!r}")
         for name, value, minimum in (("binary_search_steps", binary_search_steps, 1), ("steps", steps, 1),

@@ -56,8 +56,9 @@ class DeepFool(Attack):
     def __init__(self, model: Optional[nn.Module] = None, *, steps: int = 50, overshoot: float = 0.02,
                  candidates: Optional[int] = 10, norm: str = "l2", models: Optional[Sequence[nn.Module]] = None,
                  amp: bool = False, batch_size: Optional[int] = None, seed: Optional[int] = None,
-                 jacobian: str = "loop"):
-        super().__init__(model, models=models, amp=amp, batch_size=batch_size, seed=seed)
+                 jacobian: str = "loop", conv_input_grad: str = "robustkit"):
+        super().__init__(model, models=models, amp=amp, batch_size=batch_size, seed=seed,
+                         conv_input_grad=conv_input_grad)
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ValueError(f"DeepFool: steps must be an int >= 1, got {steps!r}")
         if not isinstance(overshoot, (int, float)) or not overshoot >= 0:
@@ -152,7 +153,8 @@ class DeepFool(Attack):
         # One ordinary backward per candidate over the retained graph, written straight into w (see the
         # ``jacobian`` argument for why this is the default). Summing f[:, k] over the batch gives each sample
         # its own gradient: the samples are independent (the model is in eval mode).
+        every_row = keep.numel() == x_a.shape[0]  # keep is then 0..Ba-1: skip the gather's extra copy
         for k in range(f.shape[1]):
             (grad,) = torch.autograd.grad(f[:, k].sum(), x_a, retain_graph=k < f.shape[1] - 1)  # [Ba, ...]
-            w[:, k] = grad[keep].flatten(1)
+            w[:, k] = (grad if every_row else grad[keep]).flatten(1)
         return f.detach(), w

@@ -26,11 +26,11 @@ class FGSM(GradientAttack):
                  models: Optional[Sequence[nn.Module]] = None, fusion: str = "loss", soft_weight: float = 1.0,
                  hard_weight: float = 0.0, weights: Optional[Sequence[float]] = None, amp: bool = False,
                  batch_size: Optional[int] = None, seed: Optional[int] = None, early_stop: bool = False,
-                 streams="auto"):
+                 streams="auto", conv_input_grad: str = "robustkit"):
         super().__init__(model, rule=StepRule(eps=eps, step_size=eps, steps=1), models=models,
                          temperature=temperature, soft_weight=soft_weight, hard_weight=hard_weight, fusion=fusion,
                          weights=weights, amp=amp, batch_size=batch_size, seed=seed, early_stop=early_stop,
-                         streams=streams)
+                         streams=streams, conv_input_grad=conv_input_grad)
 
 
 class IFGSM(GradientAttack):
@@ -51,12 +51,12 @@ class IFGSM(GradientAttack):
                  models: Optional[Sequence[nn.Module]] = None, fusion: str = "loss", soft_weight: float = 1.0,
                  hard_weight: float = 0.0, weights: Optional[Sequence[float]] = None, amp: bool = False,
                  batch_size: Optional[int] = None, seed: Optional[int] = None, early_stop: bool = False,
-                 streams="auto"):
+                 streams="auto", conv_input_grad: str = "robustkit"):
         step_size = default_step_size(type(self).__name__, eps, steps, step_size)
         super().__init__(model, rule=StepRule(eps=eps, step_size=step_size, steps=steps), models=models,
                          temperature=temperature, soft_weight=soft_weight, hard_weight=hard_weight, fusion=fusion,
                          weights=weights, amp=amp, batch_size=batch_size, seed=seed, early_stop=early_stop,
-                         streams=streams)
+                         streams=streams, conv_input_grad=conv_input_grad)
 
 
 BIM = IFGSM

@@ -59,8 +59,9 @@ class GAP(Attack):
 
     def __init__(self, model: nn.Module, eps: float = 10 / 255, mode: str = "universal",
                  target: Optional[int] = None, *, loss: str = "least_likely", width: int = 32, blocks: int = 6,
-                 seed: int = 0, amp: bool = False, batch_size: Optional[int] = None):
-        super().__init__(model, amp=amp, batch_size=batch_size, seed=seed)
+                 seed: int = 0, amp: bool = False, batch_size: Optional[int] = None,
+                 conv_input_grad: str = "robustkit"):
+        super().__init__(model, amp=amp, batch_size=batch_size, seed=seed, conv_input_grad=conv_input_grad)
         if not (isinstance(eps, (int, float)) and 0 < eps <= 1):
             raise ValueError(f"GAP: eps must be in (0, 1] (pixel units), got {eps!r}")
         if mode not in MODES:

@@ -30,12 +30,12 @@ class MIFGSM(GradientAttack):
                  models: Optional[Sequence[nn.Module]] = None, fusion: str = "loss", soft_weight: float = 1.0,
                  hard_weight: float = 0.0, weights: Optional[Sequence[float]] = None, amp: bool = False,
                  batch_size: Optional[int] = None, seed: Optional[int] = None, early_stop: bool = False,
-                 streams="auto"):
+                 streams="auto", conv_input_grad: str = "robustkit"):
         step_size = default_step_size(type(self).__name__, eps, steps, step_size)
         rule = StepRule(eps=eps, step_size=step_size, steps=steps, decay=decay)
         super().__init__(model, rule=rule, models=models, temperature=temperature, soft_weight=soft_weight,
                          hard_weight=hard_weight, fusion=fusion, weights=weights, amp=amp, batch_size=batch_size,
-                         seed=seed, early_stop=early_stop, streams=streams)
+                         seed=seed, early_stop=early_stop, streams=streams, conv_input_grad=conv_input_grad)
 
 
 class DMIFGSM(MIFGSM):
@@ -52,8 +52,8 @@ class DMIFGSM(MIFGSM):
     def __init__(self, models: Union[nn.Module, Sequence[nn.Module]], *, temperature: float = 16.0,
                  soft_weight: float = 1.0, hard_weight: float = 1.0, eps: float = 32 / 255, steps: int = 20,
                  decay: float = 1.0, amp: bool = False, batch_size: Optional[int] = None, seed: Optional[int] = None,
-                 early_stop: bool = False, streams="auto"):
+                 early_stop: bool = False, streams="auto", conv_input_grad: str = "robustkit"):
         members = [models] if isinstance(models, nn.Module) else models
         super().__init__(models=members, eps=eps, steps=steps, decay=decay, temperature=temperature,
                          soft_weight=soft_weight, hard_weight=hard_weight, fusion="loss", amp=amp,
-                         batch_size=batch_size, seed=seed, early_stop=early_stop, streams=streams)
+                         batch_size=batch_size, seed=seed, early_stop=early_stop, streams=streams, conv_input_grad=conv_input_grad)

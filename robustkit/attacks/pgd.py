@@ -30,10 +30,10 @@ class PGD(GradientAttack):
                  models: Optional[Sequence[nn.Module]] = None, fusion: str = "loss", soft_weight: float = 1.0,
                  hard_weight: float = 0.0, weights: Optional[Sequence[float]] = None, amp: bool = False,
                  batch_size: Optional[int] = None, seed: Optional[int] = None, early_stop: bool = False,
-                 streams="auto"):
+                 streams="auto", conv_input_grad: str = "robustkit"):
         if not isinstance(random_start, bool):
             raise TypeError(f"PGD: random_start must be a bool, got {type(random_start).__name__}")
         rule = StepRule(eps=eps, step_size=step_size, steps=steps, norm=norm, random_start=random_start)
         super().__init__(model, rule=rule, models=models, temperature=temperature, soft_weight=soft_weight,
                          hard_weight=hard_weight, fusion=fusion, weights=weights, amp=amp, batch_size=batch_size,
-                         seed=seed, early_stop=early_stop, streams=streams)
+                         seed=seed, early_stop=early_stop, streams=streams, conv_input_grad=conv_input_grad)
