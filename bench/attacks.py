@@ -193,6 +193,10 @@ def bench_fixed_step(model, x, y, repeats: int) -> list:
     rows = []
     eps, alpha, steps = 0.3, 0.01, 40
     ours = rk.attacks.PGD(model, eps=eps, step_size=alpha, steps=steps, random_start=False)
+    # the same attack on PyTorch's convolution backward everywhere: the floor's kernels, so its ratio to the
+    # floor is robustkit's own overhead (the default routes the first conv's input gradient to robustkit's kernel)
+    ours_torch = rk.attacks.PGD(model, eps=eps, step_size=alpha, steps=steps, random_start=False,
+                                conv_input_grad="torch")
     theirs = torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=False)
     fmodel = fb.PyTorchModel(model, bounds=(0, 1))
     fb_attack = fb.attacks.LinfPGD(abs_stepsize=alpha, steps=steps, random_start=False)
@@ -207,7 +211,8 @@ def bench_fixed_step(model, x, y, repeats: int) -> list:
              "float64 model and images: robustkit vs torchattacks.PGD": float64_agreement(
                  "PGD", lambda m: rk.attacks.PGD(m, eps=eps, step_size=alpha, steps=steps, random_start=False),
                  lambda m: torchattacks.PGD(m, eps=eps, alpha=alpha, steps=steps, random_start=False), model, x, y)}
-    t = time_interleaved({"robustkit.PGD": lambda: ours(x, y), "torchattacks.PGD": lambda: theirs(x, y),
+    t = time_interleaved({"robustkit.PGD": lambda: ours(x, y), "robustkit.PGD, torch conv": lambda: ours_torch(x, y),
+                          "torchattacks.PGD": lambda: theirs(x, y),
                           "foolbox.LinfPGD": fb_run, **floors(model, x, recorded_iterates(ours, model, x, y))},
                          repeats)
     rows.append({"attack": f"PGD linf eps={eps} alpha={alpha} steps={steps} random_start=False", "seconds": t,
@@ -215,6 +220,8 @@ def bench_fixed_step(model, x, y, repeats: int) -> list:
 
     steps_mi = 10
     ours_mi = rk.attacks.MIFGSM(model, eps=eps, step_size=eps / steps_mi, steps=steps_mi, decay=1.0)
+    ours_mi_torch = rk.attacks.MIFGSM(model, eps=eps, step_size=eps / steps_mi, steps=steps_mi, decay=1.0,
+                                      conv_input_grad="torch")
     theirs_mi = torchattacks.MIFGSM(model, eps=eps, alpha=eps / steps_mi, steps=steps_mi, decay=1.0)
     adv_ours, adv_theirs = ours_mi(x, y), theirs_mi(x, y)
     adv_64 = float64_reference(model, x, y, eps=eps, alpha=eps / steps_mi, steps=steps_mi, decay=1.0)
@@ -226,7 +233,9 @@ def bench_fixed_step(model, x, y, repeats: int) -> list:
                     lambda m: rk.attacks.MIFGSM(m, eps=eps, step_size=eps / steps_mi, steps=steps_mi, decay=1.0),
                     lambda m: torchattacks.MIFGSM(m, eps=eps, alpha=eps / steps_mi, steps=steps_mi, decay=1.0),
                     model, x, y)}
-    t_mi = time_interleaved({"robustkit.MIFGSM": lambda: ours_mi(x, y), "torchattacks.MIFGSM": lambda: theirs_mi(x, y),
+    t_mi = time_interleaved({"robustkit.MIFGSM": lambda: ours_mi(x, y),
+                             "robustkit.MIFGSM, torch conv": lambda: ours_mi_torch(x, y),
+                             "torchattacks.MIFGSM": lambda: theirs_mi(x, y),
                              **floors(model, x, recorded_iterates(ours_mi, model, x, y))},
                             3 * repeats)  # 10 steps take a quarter of PGD's 40: more repeats for the same noise
     rows.append({"attack": f"MI-FGSM eps={eps} alpha={eps / steps_mi:.3g} steps={steps_mi} decay=1", "seconds": t_mi,

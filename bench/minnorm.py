@@ -7,7 +7,9 @@ CW.fast must break >= 99 % of the images inside the box, before anything is time
 warmed up on 8 images, then timed over the whole set (median of ``--repeats`` runs, taken round-robin
 over the methods, for ours and foolbox; the peers that are >10x slower run once, on ``--slow-images``).
 img/s is per second of process CPU time (robust to the shared machine's load with ``--threads 1``); the
-wall-clock rate is kept next to it.
+wall-clock rate is kept next to it. robustkit's attacks run with their default ``conv_input_grad="robustkit"``
+(the LeNet's first-conv input gradient on robustkit's kernel); the ``conv_input_grad=torch`` row runs PyTorch's
+kernels throughout, as the peers do.
 
     python bench/minnorm.py [--images 256] [--slow-images 64] [--repeats 3] [--threads 2]
 
@@ -90,6 +92,8 @@ def methods(model):
 
     deepfool = {
         "robustkit.DeepFool": (lambda x, y: rk.attacks.DeepFool(model)(x, y), False),
+        "robustkit.DeepFool (conv_input_grad=torch)": (
+            lambda x, y: rk.attacks.DeepFool(model, conv_input_grad="torch")(x, y), False),
         "robustkit.DeepFool (jacobian=batched, vmap)": (
             lambda x, y: rk.attacks.DeepFool(model, jacobian="batched")(x, y), False),
         "foolbox.L2DeepFoolAttack": (fb_run(fb.attacks.L2DeepFoolAttack(steps=50, candidates=10, overshoot=0.02)),
