@@ -40,7 +40,7 @@ for stage in "$@"; do
   case "$stage" in
     build) ;;  # setup above is the build
     test) $PY -m pytest -q -m cuda -p no:cacheprovider ;;
-    ops) $PY bench/ops.py ;;
+    ops) $PY bench/ops.py && $PY bench/conv_input_grad.py --device cuda ;;
     attacks) $PY bench/attacks.py --gpu --label "$($PY -c 'import sys; sys.path.insert(0, "bench"); from _common import machine_label; print(machine_label("cuda"))')" ;;
     minnorm) $PY bench/minnorm_gpu.py ;;
     labeler) $PY bench/labeler.py --device cuda --datasets mnist --data .data ;;
