@@ -13,6 +13,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+# foolbox imports GitPython, which refuses to import without a git binary unless told to stay quiet
+export GIT_PYTHON_REFRESH=quiet
 PY=${PYTHON:-python3}
 
 setup() {
