@@ -7,7 +7,6 @@
 // Why it exists: oneDNN's input gradient for convolutions with few input channels (a network's first layer:
 // 1 channel for MNIST, 3 for RGB) runs 2-5x slower than this; see bench/conv_input_grad.py.
 #include <ATen/ATen.h>
-#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -119,38 +118,46 @@ void gather_sample(const float* g, const float* weight, const Shape& s, float* p
   }
 }
 
+// at::parallel_for's grain: enough items that a task does ~256k multiply-adds, so small calls run inline.
+int64_t grain_for(int64_t multiply_adds_per_item) {
+  return std::max<int64_t>(1, (int64_t{1} << 18) / std::max<int64_t>(1, multiply_adds_per_item));
+}
+
+void gather_all(const at::Tensor& g, const at::Tensor& w, const Shape& s, at::Tensor& out) {
+  const Padded p = padded_shape(s);
+  const float* gp = g.data_ptr<float>();
+  const float* wp = w.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  at::parallel_for(0, s.B, grain_for(s.CI * s.CO * s.KH * s.KW * s.H * s.W), [&](int64_t b0, int64_t b1) {
+    std::vector<float> padded(s.CO * p.rows * p.cols);
+    for (int64_t b = b0; b < b1; ++b) {
+      gather_sample(gp + b * s.CO * s.OH * s.OW, wp, s, padded.data(), op + b * s.CI * s.H * s.W);
+    }
+  });
+}
+
+void scatter_all(const at::Tensor& g, const at::Tensor& w, const Shape& s, at::Tensor& out) {
+  const double* gp = g.data_ptr<double>();
+  const double* wp = w.data_ptr<double>();
+  double* op = out.data_ptr<double>();
+  at::parallel_for(0, s.B * s.CI, grain_for(s.CO * s.KH * s.KW * s.OH * s.OW), [&](int64_t p0, int64_t p1) {
+    std::vector<double> acc((s.H + 2 * s.PH) * (s.W + 2 * s.PW));
+    for (int64_t p = p0; p < p1; ++p) plane(gp, wp, s, p / s.CI, p % s.CI, acc.data(), op + p * s.H * s.W);
+  });
+}
+
 at::Tensor conv2d_input_grad_cpu(const at::Tensor& grad_output_in, const at::Tensor& weight_in,
                                  at::IntArrayRef input_size, at::IntArrayRef padding) {
-  const Shape s = check_args(grad_output_in, weight_in, input_size, padding);
+  const Shape s = check_args(grad_output_in, weight_in, input_size, padding);  // float32 or float64
   const at::Tensor g = grad_output_in.contiguous(), w = weight_in.contiguous();
   at::Tensor out = at::empty({s.B, s.CI, s.H, s.W}, g.options());
   if (out.numel() == 0) return out;
   if (s.CO == 0 || s.OH <= 0 || s.OW <= 0) return out.zero_();
-  const int64_t plane_work = std::max<int64_t>(1, s.CO * s.KH * s.KW * s.OH * s.OW);
-  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 18) / plane_work);  // ~256k multiply-adds a task
   if (g.scalar_type() == at::kFloat) {
-    const Padded p = padded_shape(s);
-    const int64_t sample_work = std::max<int64_t>(1, s.CI * s.CO * s.KH * s.KW * s.H * s.W);
-    const float* gp = g.data_ptr<float>();
-    const float* wp = w.data_ptr<float>();
-    float* op = out.data_ptr<float>();
-    at::parallel_for(0, s.B, std::max<int64_t>(1, (int64_t{1} << 18) / sample_work), [&](int64_t b0, int64_t b1) {
-      std::vector<float> padded(s.CO * p.rows * p.cols);
-      for (int64_t b = b0; b < b1; ++b) {
-        gather_sample(gp + b * s.CO * s.OH * s.OW, wp, s, padded.data(), op + b * s.CI * s.H * s.W);
-      }
-    });
-    return out;
+    gather_all(g, w, s, out);
+  } else {
+    scatter_all(g, w, s, out);
   }
-  AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "conv2d_input_grad", [&] {
-    const scalar_t* gp = g.data_ptr<scalar_t>();
-    const scalar_t* wp = w.data_ptr<scalar_t>();
-    scalar_t* op = out.data_ptr<scalar_t>();
-    at::parallel_for(0, s.B * s.CI, grain, [&](int64_t p0, int64_t p1) {
-      std::vector<scalar_t> acc((s.H + 2 * s.PH) * (s.W + 2 * s.PW));
-      for (int64_t p = p0; p < p1; ++p) plane(gp, wp, s, p / s.CI, p % s.CI, acc.data(), op + p * s.H * s.W);
-    });
-  });
   return out;
 }
 
