@@ -387,16 +387,25 @@ def bench_gpu(args) -> dict:
     return {"device": device_name, "rows": rows}
 
 
+def torchattacks_name(row: dict):
+    return next((k for k in row["seconds"] if k.startswith("torchattacks")), None)
+
+
+def row_ratios(row: dict) -> dict:
+    """``{reference: {method: paired ratio}}`` against torchattacks and the floors present in the row."""
+    refs = (torchattacks_name(row), "floor", "floor_iterates")
+    return {ref: paired_ratios(row["rounds"], ref) for ref in refs if ref in row["seconds"]}
+
+
 def print_table(rows: list, images: int) -> None:
     """img/s from the median seconds; every ratio is paired (:func:`paired_ratios`): the median over rounds of
     the reference's time over the method's time in the same round."""
     print(f"\n{'attack':58s} {'method':28s} {'img/s':>9s} {'vs torchattacks':>16s} {'vs floor':>9s} "
           f"{'vs floor_iterates':>18s}")
     for row in rows:
-        t, rounds = row["seconds"], row["rounds"]
-        base = next((k for k in t if k.startswith("torchattacks")), None)
-        ratios = {ref: paired_ratios(rounds, ref) for ref in (base, "floor", "floor_iterates") if ref in t}
-        row["paired_ratios"] = {f"vs {ref}": r for ref, r in ratios.items()}
+        t = row["seconds"]
+        base = torchattacks_name(row)
+        ratios = row_ratios(row)
         for name, sec in t.items():
             cells = [f"{ratios[ref][name]:.3f}" + ("x" if ref == base else "") if ref in ratios else ""
                      for ref in (base, "floor", "floor_iterates")]
@@ -445,6 +454,8 @@ def main() -> None:
     for eps in (0.3, 0.1):
         rows.append(bench_early_stop(model, x, y, args.repeats, eps))
         print_table(rows[-1:], x.shape[0])
+    for row in rows:
+        row["paired_ratios"] = {f"vs {ref}": r for ref, r in row_ratios(row).items()}
     out = RESULTS / args.label / "attacks.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
