@@ -1,4 +1,5 @@
-"""Robustness metrics computed from per-sample predictions and perturbation norms.
+"""Robustness metrics computed from per-sample predictions and perturbation norms: plain functions that every
+layer may use (the evaluation runner, the defenses, the user's own loop).
 
 All functions take 1-D tensors over the evaluated images (``y`` the true labels, ``clean_pred`` and
 ``adv_pred`` the predicted classes on clean and adversarial inputs) and return Python floats or small
@@ -27,10 +28,19 @@ from torch import Tensor
 NAN = float("nan")
 
 
-def _rate(mask: Tensor, among: Optional[Tensor] = None) -> float:
+def rate(mask: Tensor, among: Optional[Tensor] = None) -> float:
+    """The fraction of ``True`` in the boolean ``mask`` (restricted to ``among`` when given); ``nan`` when
+    empty."""
     if among is not None:
         mask = mask[among]
     return mask.double().mean().item() if mask.numel() else NAN
+
+
+def accuracy(pred: Tensor, y: Tensor) -> float:
+    """Fraction of predictions equal to the labels (``nan`` for none); ``pred`` and ``y`` may sit on different
+    devices."""
+    _check_same_length(pred=pred, y=y)
+    return rate(pred.cpu() == y.cpu())
 
 
 def _check_same_length(**tensors: Tensor) -> None:
@@ -43,13 +53,13 @@ def _check_same_length(**tensors: Tensor) -> None:
 def clean_accuracy(clean_pred: Tensor, y: Tensor) -> float:
     """Fraction of images classified correctly without attack."""
     _check_same_length(clean_pred=clean_pred, y=y)
-    return _rate(clean_pred == y)
+    return rate(clean_pred == y)
 
 
 def robust_accuracy(clean_pred: Tensor, adv_pred: Tensor, y: Tensor) -> float:
     """Fraction of images classified correctly both clean and under attack (AutoAttack's convention)."""
     _check_same_length(clean_pred=clean_pred, adv_pred=adv_pred, y=y)
-    return _rate((clean_pred == y) & (adv_pred == y))
+    return rate((clean_pred == y) & (adv_pred == y))
 
 
 def attack_success_rate(clean_pred: Tensor, adv_pred: Tensor, y: Tensor, target: Optional[Tensor] = None) -> float:
@@ -57,19 +67,27 @@ def attack_success_rate(clean_pred: Tensor, adv_pred: Tensor, y: Tensor, target:
     the prediction left ``y`` (untargeted) or reached ``target`` (targeted)."""
     _check_same_length(clean_pred=clean_pred, adv_pred=adv_pred, y=y, target=target)
     success = adv_pred != y if target is None else adv_pred == target
-    return _rate(success, among=clean_pred == y)
+    return rate(success, among=clean_pred == y)
 
 
 def fooling_ratio(clean_pred: Tensor, adv_pred: Tensor) -> float:
     """Fraction of all images whose predicted class changed under attack (DeepFool / UAP "fooling ratio")."""
     _check_same_length(clean_pred=clean_pred, adv_pred=adv_pred)
-    return _rate(adv_pred != clean_pred)
+    return rate(adv_pred != clean_pred)
+
+
+def fooled_not_detected(clean_pred: Tensor, adv_pred: Tensor, num_classes: int) -> float:
+    """Fooling ratio of a classifier with fooling classes: the share of images whose prediction changed to
+    another of the ``num_classes`` original classes. A change to a fooling class (``>= num_classes``) is a
+    detection, not a fooling; with no fooling classes this is the plain fooling ratio."""
+    _check_same_length(clean_pred=clean_pred, adv_pred=adv_pred)
+    return rate((adv_pred != clean_pred) & (adv_pred < num_classes))
 
 
 def targeted_success(adv_pred: Tensor, target: Tensor) -> float:
     """Fraction of all images classified as their target class under attack."""
     _check_same_length(adv_pred=adv_pred, target=target)
-    return _rate(adv_pred == target)
+    return rate(adv_pred == target)
 
 
 def norm_statistics(norms: Tensor, mask: Optional[Tensor] = None) -> Dict[str, float]:
@@ -108,7 +126,7 @@ def minimal_eps(clean_pred: Tensor, y: Tensor, success: Tensor, norm: Tensor) ->
 
 def accuracy_at_eps(min_eps: Tensor, eps: float) -> float:
     """Accuracy under a budget ``eps`` given per-image minimal budgets: the fraction with ``min_eps > eps``."""
-    return _rate(min_eps > eps)
+    return rate(min_eps > eps)
 
 
 def accuracy_curve(min_eps: Tensor, eps_grid: Sequence[float]) -> List[float]:
@@ -186,7 +204,7 @@ def transfer_matrix(adv_preds: Mapping[str, Mapping[str, Tensor]], y: Tensor, ta
                 continue
             _check_same_length(pred=pred, y=y, target=target)
             success = pred != y if target is None else pred == target
-            row.append(_rate(success, among=None if clean_preds is None else clean_preds[t] == y))
+            row.append(rate(success, among=None if clean_preds is None else clean_preds[t] == y))
         matrix.append(row)
     return sources, targets, matrix
 
@@ -242,6 +260,7 @@ def summarize_attack(y: Tensor, clean_pred: Tensor, adv_pred: Tensor, l2: Tensor
 
 
 __all__ = [
+    "rate", "accuracy", "fooled_not_detected",
     "clean_accuracy", "robust_accuracy", "attack_success_rate", "fooling_ratio", "targeted_success",
     "norm_statistics", "rho", "minimal_eps", "accuracy_at_eps", "accuracy_curve", "eps_ref_from_minimal",
     "eps_ref_bisect", "accuracy_at_eps_ref", "transfer_matrix", "per_class_accuracy", "top_bottom_classes",

@@ -39,8 +39,8 @@ from torch.utils.data import TensorDataset
 
 from robustkit.defenses.labeler import KNNLabeler
 from robustkit.defenses.output_layer import widen_output_layer
-from robustkit.eval.metrics import fooling_ratio
-from robustkit.models.train import train_classifier
+from robustkit.metrics import accuracy, fooled_not_detected, fooling_ratio, rate
+from robustkit.training.classifier import model_device, predict, train_classifier
 
 Data = Union[Tuple[Tensor, Tensor], TensorDataset]
 AttackFactory = Callable[[nn.Module], Callable[..., Tensor]]
@@ -94,7 +94,7 @@ class Retrainer:
             and once for the retrained classifier.
         labeler: the true-label generator; fitted on the training set here when it is not fitted yet.
         n_adversarial: adversarial training images (taken from a seeded permutation of the training set).
-        epochs, lr, batch_size, optimizer: the retraining run (:func:`robustkit.models.train.train_classifier`).
+        epochs, lr, batch_size, optimizer: the retraining run (:func:`robustkit.training.train_classifier`).
         labels: ``"labeler"`` (the seed's method) or ``"source"`` (the images' own labels, for comparison).
         fooling: what to do with images the labeler puts in a fooling class (label ``>= C``):
             ``"new_class"`` (the seed's method) widens the classifier's final ``nn.Linear`` by the number of
@@ -141,13 +141,13 @@ class Retrainer:
         x_test, y_test = _tensors(test_data, "test_data")
         if self.n_adversarial > x_train.shape[0]:
             raise ValueError(f"n_adversarial ({self.n_adversarial}) exceeds the training set ({x_train.shape[0]})")
-        device = _device(self.model)
+        device = model_device(self.model)
         generator = torch.Generator().manual_seed(self.seed)
         subset = torch.randperm(x_train.shape[0], generator=generator)[:self.n_adversarial]
         attack = self.attack(self.model)
         adv_train = self._attack(attack, x_train[subset], y_train[subset], device)
         adv_test = self._attack(attack, x_test, y_test, device)
-        clean_pred, adv_pred = _predict(self.model, x_test, device), _predict(self.model, adv_test, device)
+        clean_pred, adv_pred = predict(self.model, x_test, device=device), predict(self.model, adv_test, device=device)
 
         num_outputs = count_outputs(self.model, x_test[:1], device)
         labeler_accuracy = float("nan")
@@ -174,19 +174,19 @@ class Retrainer:
         model = train_classifier(model, retrain_set, epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
                                  seed=self.seed, device=device, optimizer=self.optimizer, progress=self.progress)
         self.retrained_model = model.eval()
-        new_clean = _predict(model, x_test, device)
-        new_adv_old = _predict(model, adv_test, device)
-        new_adv = _predict(model, self._attack(self.attack(model), x_test, y_test, device), device)
+        new_clean = predict(model, x_test, device=device)
+        new_adv_old = predict(model, adv_test, device=device)
+        new_adv = predict(model, self._attack(self.attack(model), x_test, y_test, device), device=device)
         return RetrainingReport(
             n_adversarial=self.n_adversarial, labels=self.labels, fooling=self.fooling, n_fooling=n_fooling,
             fooling_classes=fooling_classes, n_fooling_dropped=int((~keep).sum()),
-            accuracy_original_before=_accuracy(clean_pred, y_test),
-            accuracy_adversarial_before=_accuracy(adv_pred, y_test),
+            accuracy_original_before=accuracy(clean_pred, y_test),
+            accuracy_adversarial_before=accuracy(adv_pred, y_test),
             fooling_ratio_before=fooling_ratio(clean_pred, adv_pred),
-            accuracy_original=_accuracy(new_clean, y_test), accuracy_adversarial=_accuracy(new_adv_old, y_test),
+            accuracy_original=accuracy(new_clean, y_test), accuracy_adversarial=accuracy(new_adv_old, y_test),
             fooling_ratio_after=fooled_not_detected(new_clean, new_adv, num_outputs),
             fooling_ratio_after_transfer=fooled_not_detected(new_clean, new_adv_old, num_outputs),
-            detected_after=_rate(new_adv >= num_outputs), detected_after_transfer=_rate(new_adv_old >= num_outputs),
+            detected_after=rate(new_adv >= num_outputs), detected_after_transfer=rate(new_adv_old >= num_outputs),
             labeler_accuracy=labeler_accuracy)
 
     def _attack(self, attack, x: Tensor, y: Tensor, device: torch.device) -> Tensor:
@@ -194,17 +194,6 @@ class Retrainer:
         for s in range(0, x.shape[0], self.attack_batch):
             out.append(attack(x[s:s + self.attack_batch].to(device), y[s:s + self.attack_batch].to(device)).cpu())
         return torch.cat(out) if out else x.clone()
-
-
-def fooled_not_detected(clean_pred: Tensor, adv_pred: Tensor, num_classes: int) -> float:
-    """Fooling ratio of a classifier with fooling classes: the share of images whose prediction changed to
-    another of the ``num_classes`` original classes. A change to a fooling class (``>= num_classes``) is a
-    detection, not a fooling; with no fooling classes this is the plain fooling ratio."""
-    return _rate((adv_pred != clean_pred) & (adv_pred < num_classes))
-
-
-def _rate(mask: Tensor) -> float:
-    return mask.double().mean().item() if mask.numel() else float("nan")
 
 
 def count_outputs(model: nn.Module, x: Tensor, device: torch.device) -> int:
@@ -217,19 +206,6 @@ def count_outputs(model: nn.Module, x: Tensor, device: torch.device) -> int:
     return width
 
 
-def _predict(model: nn.Module, x: Tensor, device: torch.device, batch: int = 1000) -> Tensor:
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        out = torch.cat([model(x[s:s + batch].to(device)).argmax(1).cpu() for s in range(0, x.shape[0], batch)])
-    model.train(was_training)
-    return out
-
-
-def _accuracy(pred: Tensor, y: Tensor) -> float:
-    return (pred == y.cpu()).double().mean().item()
-
-
 def _tensors(data: Data, name: str) -> Tuple[Tensor, Tensor]:
     tensors = getattr(data, "tensors", data)
     if not isinstance(tensors, (tuple, list)) or len(tensors) != 2 or not all(isinstance(t, Tensor) for t in tensors):
@@ -239,9 +215,3 @@ def _tensors(data: Data, name: str) -> Tuple[Tensor, Tensor]:
         raise ValueError(f"{name}: labels must be int64 [N] matching the images, got {y.dtype} {list(y.shape)} "
                          f"for {x.shape[0]} images")
     return x.detach().cpu(), y.cpu()
-
-
-def _device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")

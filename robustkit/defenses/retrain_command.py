@@ -150,7 +150,7 @@ def _model(args, kind, train):
     import torch
 
     from robustkit.eval.suite import make_model
-    from robustkit.models.train import train_classifier
+    from robustkit.training import train_classifier
     spec = args.model or ("mnist:lenet" if kind == "mnist" else "robustkit.models:ResNet18Cifar")
     model_args = args.model_args or (None if args.model else ('{"width": 16}' if kind != "mnist" else None))
     model = make_model(spec, weights=args.weights, model_args=model_args)

@@ -7,7 +7,7 @@ Example::
     ...                    out="runs/lenet", limit=1000)
     >>> results["attacks"]["pgd"]["metrics"]["robust_accuracy"]
 """
-from robustkit.eval import metrics
+from robustkit import metrics
 from robustkit.eval.eps_ref import fgs_accuracy, fgs_eps_ref
 from robustkit.eval.gradcam import grad_cam
 from robustkit.eval.runner import batch_seed, evaluate

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from robustkit.attacks.base import Attack
-from robustkit.eval.metrics import accuracy_at_eps_ref, eps_ref_bisect
+from robustkit.metrics import accuracy_at_eps_ref, eps_ref_bisect
 
 
 def _fgsm(model: nn.Module, eps: float) -> Attack:

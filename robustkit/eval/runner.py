@@ -20,6 +20,7 @@ from robustkit.eval.describe import describe_attack, device_description, model_f
 from robustkit.eval.gradcam import grad_cam
 from robustkit.eval.records import RecordWriter, has_records, read_records
 from robustkit.eval.summary import ALL_METRICS, summarize
+from robustkit.training.classifier import model_device
 
 DataSpec = Union[DataLoader, Dataset, Sequence[Tensor]]
 RUN_FILE, RESULTS_FILE, EXAMPLES_FILE = "run.json", "results.json", "examples.pt"
@@ -80,7 +81,7 @@ def evaluate(model: nn.Module, data: DataSpec, attacks: Union[Mapping[str, Attac
             raise ValueError(f"evaluate: {arg} must be a positive int or None, got {value!r}")
     out_dir = pathlib.Path(out)
     rank, world = D.rank_and_world()
-    device = torch.device(device) if device is not None else _module_device(model)
+    device = torch.device(device) if device is not None else model_device(model)
     transfer_to = dict(transfer_to or {})
     for m in [model, *correct_for, *transfer_to.values()]:
         m.eval().to(device)
@@ -245,12 +246,6 @@ def _write_json(path: pathlib.Path, obj) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(obj, indent=1, allow_nan=False))
     os.replace(tmp, path)
-
-
-def _module_device(model: nn.Module) -> torch.device:
-    for t in model.parameters():
-        return t.device
-    return torch.device("cpu")
 
 
 # ---- the loop -------------------------------------------------------------------------------------------

@@ -180,7 +180,7 @@ def make_model(spec: str, *, weights: Optional[str] = None, model_args: Optional
             raise SpecError(f"--model-args: not valid JSON: {model_args!r}") from None
     if spec.startswith("mnist:"):
         from robustkit.models import MNIST_MODELS
-        from robustkit.models.train import trained_mnist_model
+        from robustkit.zoo import trained_mnist_model
         arch = spec.split(":", 1)[1]
         if arch not in MNIST_MODELS:
             raise SpecError(f"model: mnist:<arch> needs one of {', '.join(MNIST_MODELS)}, got {arch!r}")

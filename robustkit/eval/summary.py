@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
-from robustkit.eval import metrics as M
+from robustkit import metrics as M
 from robustkit.eval.records import column, iter_transfer_columns
 
 #: The optional analyses ``evaluate(metrics=...)`` can switch on.

@@ -11,7 +11,11 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from robustkit.models._normalization import MNIST_MEAN, MNIST_STD, FixedNormalize
+from robustkit.nn import Normalize
+
+#: MNIST train-set pixel mean and standard deviation (the constants of every MNIST model's input layer).
+MNIST_MEAN = (0.1307,)
+MNIST_STD = (0.3081,)
 
 
 def _check_width(name: str, width: int, minimum: int = 1) -> int:
@@ -28,7 +32,7 @@ class _MnistNet(nn.Module):
 
     def __init__(self, normalize: bool):
         super().__init__()
-        self.normalize = FixedNormalize(MNIST_MEAN, MNIST_STD) if normalize else nn.Identity()
+        self.normalize = Normalize(MNIST_MEAN, MNIST_STD, persistent=False) if normalize else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
         """``x``: [B, 1, 28, 28] in [0, 1] -> logits [B, num_classes]."""

@@ -13,8 +13,14 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from robustkit.models._normalization import (CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD,
-                                             FixedNormalize)
+from robustkit.nn import Normalize
+
+#: Per-channel pixel mean and standard deviation of the training sets (constants of the input layer, kept out
+#: of the state dict, so a torchvision ResNet-50 state dict loads unchanged).
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
@@ -106,7 +112,7 @@ class ResNet50(nn.Module):
     def __init__(self, num_classes: int = 1000, *, normalize: bool = True,
                  layers: Sequence[int] = (3, 4, 6, 3)):
         super().__init__()
-        self.normalize = FixedNormalize(IMAGENET_MEAN, IMAGENET_STD) if normalize else nn.Identity()
+        self.normalize = Normalize(IMAGENET_MEAN, IMAGENET_STD, persistent=False) if normalize else nn.Identity()
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
@@ -141,7 +147,7 @@ class ResNet18Cifar(nn.Module):
         super().__init__()
         if isinstance(width, bool) or not isinstance(width, int) or width < 1:
             raise ValueError(f"ResNet18Cifar: width must be an int >= 1, got {width!r}")
-        self.normalize = FixedNormalize(CIFAR10_MEAN, CIFAR10_STD) if normalize else nn.Identity()
+        self.normalize = Normalize(CIFAR10_MEAN, CIFAR10_STD, persistent=False) if normalize else nn.Identity()
         self.conv1 = _conv3x3(3, width)
         self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)

@@ -10,9 +10,8 @@ from torch import nn
 
 from robustkit.attacks import FGSM
 from robustkit.defenses import KNNLabeler, Retrainer
-from robustkit.defenses.retrain import fooled_not_detected
-from robustkit.eval.metrics import fooling_ratio
-from robustkit.models.train import train_classifier
+from robustkit.metrics import fooled_not_detected, fooling_ratio
+from robustkit.training import train_classifier
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from robustkit.eval import metrics as M
+from robustkit import metrics as M
 
 # Eight images, four classes. Hand-made so every metric has a value one can check on paper.
 Y = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
@@ -144,3 +144,17 @@ def test_summarize_attack_collects_the_hand_computed_values():
 def test_mismatched_lengths_name_the_arguments():
     with pytest.raises(ValueError, match="clean_pred"):
         M.robust_accuracy(torch.zeros(3, dtype=torch.long), torch.zeros(4, dtype=torch.long), torch.zeros(3))
+
+
+def test_rate_and_accuracy_helpers():
+    assert M.rate(torch.tensor([True, False, True, True])) == pytest.approx(0.75)
+    assert M.rate(torch.tensor([True, False]), among=torch.tensor([False, True])) == 0.0
+    assert math.isnan(M.rate(torch.zeros(0, dtype=torch.bool)))
+    assert M.accuracy(torch.tensor([1, 2, 3]), torch.tensor([1, 0, 3])) == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="pred"):
+        M.accuracy(torch.tensor([1, 2]), torch.tensor([1, 2, 3]))
+
+
+def test_eval_metrics_is_the_same_module_contents():
+    from robustkit.eval import metrics as eval_metrics
+    assert eval_metrics.robust_accuracy is M.robust_accuracy and set(eval_metrics.__all__) == set(M.__all__)

@@ -7,7 +7,8 @@ from torch.utils.data import TensorDataset
 
 from robustkit import models
 from robustkit.datasets import mnist
-from robustkit.models.train import evaluate_accuracy, train_classifier, trained_mnist_model
+from robustkit.training import evaluate_accuracy, train_classifier
+from robustkit.zoo import trained_mnist_model
 
 
 def test_mnist_lenet_fixture_reaches_98_percent_and_returns_correct_images(mnist_lenet):
@@ -76,7 +77,7 @@ def test_bad_training_arguments_name_the_argument():
 
 
 def test_trained_mnist_model_loads_from_cache_without_training(tmp_path, monkeypatch):
-    import robustkit.models.train as train_module
+    import robustkit.zoo as train_module
     calls = []
     real = train_module.train_classifier
 
