@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 import robustkit as rk
 from robustkit.attacks._conv_routing import routed_convolutions
-from robustkit.models.train import trained_mnist_model
+from robustkit.zoo import trained_mnist_model
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from minnorm import correctly_classified, measure  # noqa: E402

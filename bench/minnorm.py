@@ -32,7 +32,7 @@ import torch
 
 import robustkit as rk
 from robustkit.datasets import mnist
-from robustkit.models.train import trained_mnist_model
+from robustkit.zoo import trained_mnist_model
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 

@@ -33,7 +33,8 @@ from robustkit.attacks import FGSM, GAP
 from robustkit.datasets import cifar10, mnist
 from robustkit.defenses import KNNLabeler, Retrainer
 from robustkit.eval.metrics import fooling_ratio
-from robustkit.models.train import default_cache_dir, train_classifier, trained_mnist_model
+from robustkit.training import train_classifier
+from robustkit.zoo import default_cache_dir, trained_mnist_model
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 OUT = REPO / "bench" / "results" / "cpu-2core"

@@ -29,7 +29,7 @@ import torch
 
 from robustkit.attacks import DMIFGSM, MIFGSM
 from robustkit.datasets import mnist
-from robustkit.models.train import trained_mnist_model
+from robustkit.zoo import trained_mnist_model
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 #: (architecture, training seed); the LeNet is not the seed-0 one the tests attack, so no source is a test model

@@ -61,7 +61,7 @@ def mnist_lenet(request):
     int64 labels [256] among those the model classifies correctly. Trained once, then loaded from
     ``$ROBUSTKIT_CACHE`` when set, else from the pytest cache dir. Shared by the session: do not modify it."""
     from robustkit.datasets import mnist
-    from robustkit.models.train import trained_mnist_model
+    from robustkit.zoo import trained_mnist_model
 
     cache_dir = None
     pytest_cache = getattr(request.config, "cache", None)  # None under -p no:cacheprovider
