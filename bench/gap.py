@@ -21,7 +21,7 @@ import torch
 
 from robustkit.attacks import GAP
 from robustkit.datasets import mnist
-from robustkit.eval.metrics import fooling_ratio
+from robustkit.metrics import fooling_ratio
 from robustkit.zoo import trained_mnist_model
 
 OUT = pathlib.Path(__file__).resolve().parents[1] / "bench" / "results" / "cpu-2core" / "gap_mnist.json"

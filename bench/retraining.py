@@ -32,7 +32,7 @@ from torch import nn
 from robustkit.attacks import FGSM, GAP
 from robustkit.datasets import cifar10, mnist
 from robustkit.defenses import KNNLabeler, Retrainer
-from robustkit.eval.metrics import fooling_ratio
+from robustkit.metrics import fooling_ratio
 from robustkit.training import train_classifier
 from robustkit.zoo import default_cache_dir, trained_mnist_model
 
@@ -44,8 +44,8 @@ GAP_EPS_MNIST = 0.3  # at 10/255 GAP fools LeNet on under 1% of held-out MNIST i
 
 def cifar_cnn() -> nn.Module:
     from robustkit.models import CIFAR10_MEAN, CIFAR10_STD
-    from robustkit.models._normalization import FixedNormalize
-    return nn.Sequential(FixedNormalize(CIFAR10_MEAN, CIFAR10_STD),
+    from robustkit.nn import Normalize
+    return nn.Sequential(Normalize(CIFAR10_MEAN, CIFAR10_STD, persistent=False),
                          nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
                          nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
                          nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),

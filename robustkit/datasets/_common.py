@@ -22,7 +22,7 @@ class ImageTensorDataset(Dataset):
 
     Keeping uint8 in memory costs a quarter of float32 (CIFAR-10 train: 154 MB instead of 614 MB).
     ``dataset[i]`` gives ``(image [C, H, W], label)``; ``dataset[index_tensor]`` or ``dataset[a:b]`` gives a
-    whole batch at once, which is how :func:`robustkit.models.train.train_classifier` reads it. ``images``
+    whole batch at once, which is how :func:`robustkit.training.train_classifier` reads it. ``images``
     and ``tensors`` expose the full float32 tensors like a ``TensorDataset`` (converted once, on first use).
     Loaders cache and share these objects: treat them as read-only.
     """

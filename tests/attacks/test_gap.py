@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from robustkit.attacks import GAP
-from robustkit.eval.metrics import fooling_ratio
+from robustkit.metrics import fooling_ratio
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
