@@ -3,25 +3,23 @@
 The attacks route a model's first-layer convolutions to the op on CPU (robustkit.attacks._conv_routing); the
 shapes below are first layers of MNIST, CIFAR and ImageNet-style networks, and a few wider layers that show
 where the routing must stop. Correctness first: every shape is compared with the float64 reference
-(relative error under 1e-5) before it is timed. Times are the minimum of ``--repeats`` calls after a warm-up
-(noise on a shared machine only adds time), with one thread by default.
+(relative error under 1e-5) before it is timed. The two run in rotating rounds; times are the minimum over
+``--repeats`` rounds (noise on a shared machine only adds time) and the speedup is the paired ratio (median
+over rounds of PyTorch's time over ours), with one thread by default.
 
     python bench/conv_input_grad.py [--repeats 30] [--threads 1] [--device cpu]
+    python bench/conv_input_grad.py --tiny     # three shapes, 5 rounds (-> conv_input_grad-quick.json)
 
 Writes bench/results/<machine>/conv_input_grad.json.
 """
 from __future__ import annotations
 
 import argparse
-import sys
-import time
 
 import torch
 
+import harness
 from robustkit.ops import conv2d_input_grad, reference
-
-sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from _common import print_table, write_results  # noqa: E402
 
 #: (label, batch, C_in, C_out, kernel, padding, H); the routing rule's cases first
 SHAPES = [
@@ -38,30 +36,19 @@ SHAPES = [
 ]
 
 
-def min_ms(fn, repeats: int, device: str) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return min(times) * 1e3
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=30)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=30, help="timing rounds")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--tiny", action="store_true", help="three shapes, 5 rounds: checks the script")
+    harness.add_arguments(parser, threads=1, clock="wall")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    harness.apply_arguments(args, args.device)
+    shapes = [SHAPES[0], SHAPES[4], SHAPES[-1]] if args.tiny else SHAPES
+    repeats = min(args.repeats, 5) if args.tiny else args.repeats
     generator = torch.Generator().manual_seed(0)
     rows = []
-    for label, batch, c_in, c_out, kernel, pad, size in SHAPES:
+    for label, batch, c_in, c_out, kernel, pad, size in shapes:
         out_size = size + 2 * pad - kernel + 1
         weight = torch.randn(c_out, c_in, kernel, kernel, generator=generator).to(args.device)
         x = torch.randn(batch, c_in, size, size, generator=generator).to(args.device)
@@ -69,19 +56,22 @@ def main() -> None:
         ours = conv2d_input_grad(grad, weight, (size, size), (pad, pad))
         ref = reference.conv2d_input_grad(grad.cpu(), weight.cpu(), (size, size), (pad, pad))
         error = ((ours.cpu().double() - ref).norm() / ref.norm()).item()
-        if not error < 1e-5:
-            raise SystemExit(f"{label}: relative error {error:.2e} against the float64 reference")
-        torch_ms = min_ms(lambda: torch.ops.aten.convolution_backward(
-            grad, x, weight, [c_out], [1, 1], [pad, pad], [1, 1], False, [0, 0], 1, [True, False, False]),
-            args.repeats, args.device)
-        ours_ms = min_ms(lambda: conv2d_input_grad(grad, weight, (size, size), (pad, pad)), args.repeats, args.device)
+        harness.check(error < 1e-5, f"{label}: relative error {error:.2e} against the float64 reference")
+        t = harness.timeit({
+            "torch": lambda: torch.ops.aten.convolution_backward(
+                grad, x, weight, [c_out], [1, 1], [pad, pad], [1, 1], False, [0, 0], 1, [True, False, False]),
+            "robustkit": lambda: conv2d_input_grad(grad, weight, (size, size), (pad, pad))},
+            rounds=repeats, clock=args.clock, device=args.device)
+        fastest = t.minimum()
         rows.append({"shape": label, "batch": batch, "c_in": c_in, "c_out": c_out, "kernel": kernel, "size": size,
-                     "rel_error": f"{error:.1e}", "torch_ms": round(torch_ms, 3), "robustkit_ms": round(ours_ms, 3),
-                     "speedup": round(torch_ms / ours_ms, 2)})
-    print_table(rows, ["shape", "batch", "rel_error", "torch_ms", "robustkit_ms", "speedup"])
-    path = write_results("conv_input_grad", args.device, {"threads": args.threads, "repeats": args.repeats,
-                                                          "rows": rows})
-    print(f"wrote {path}")
+                     "rel_error": f"{error:.1e}", "torch_ms": round(fastest["torch"] * 1e3, 3),
+                     "robustkit_ms": round(fastest["robustkit"] * 1e3, 3),
+                     "speedup": round(t.paired_ratios("torch")["robustkit"], 2)})
+    harness.print_table(rows, ["shape", "batch", "rel_error", "torch_ms", "robustkit_ms", "speedup"])
+    harness.Result("conv_input_grad" + ("-quick" if args.tiny else ""), rows,
+                   notes={"rounds": repeats, "clock": args.clock, "times": "minimum over rounds",
+                          "speedup": "paired: median over rounds of torch / robustkit in the same round"},
+                   device=args.device).write()
 
 
 if __name__ == "__main__":

@@ -224,6 +224,11 @@ class Timings:
         samples = self.rounds if clock is None else getattr(self, clock)
         return {name: statistics.median(s) for name, s in samples.items()}
 
+    def minimum(self, clock: Optional[str] = None) -> Dict[str, float]:
+        """The fastest round per method: for short calls on a shared machine, noise only adds time."""
+        samples = self.rounds if clock is None else getattr(self, clock)
+        return {name: min(s) for name, s in samples.items()}
+
     def paired_ratios(self, reference: str, per: Optional[Mapping[str, float]] = None) -> Dict[str, float]:
         return paired_ratios(self.rounds, reference, per)
 
