@@ -1,0 +1,98 @@
+"""Per-sample attack losses with their logit gradients in closed form: cross-entropy and the Difference of
+Logits Ratio (DLR) of Croce and Hein 2020 ("Reliable evaluation of adversarial robustness with an ensemble of
+diverse parameter-free attacks", Eq. 5 and the targeted variant of Sec. 5).
+
+With the logits ``z`` sorted in decreasing order as ``z_π1 >= z_π2 >= ...``::
+
+    DLR(z, y)         = -(z_y - max_{i != y} z_i) / (z_π1 - z_π3 + 1e-12)
+    targeted DLR(z,y,t) = -(z_y - z_t) / (z_π1 - (z_π3 + z_π4) / 2 + 1e-12)
+
+Both are invariant to shifting and to (positive) rescaling of the logits, which is what makes APGD-DLR see
+through models whose cross-entropy saturates. The attack *ascends* them. Each function returns
+``(loss [N], dloss/dlogits [N, C])``, so the attack can backpropagate once through the model without an
+autograd node for the loss; ``tests/attacks/test_apgd.py`` checks the gradients against autograd in float64.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+LOSSES = ("ce", "dlr")
+_DLR_FLOOR = 1e-12
+
+
+def check_classes(name: str, loss: str, num_classes: int, targeted: bool) -> None:
+    """DLR needs the third-largest logit (the fourth for the targeted form): fail early with the reason."""
+    if loss != "dlr":
+        return
+    needed = 4 if targeted else 3
+    if num_classes < needed:
+        kind = "targeted DLR" if targeted else "DLR"
+        raise ValueError(f"{name}: loss='dlr' ({kind}) needs a model with at least {needed} classes, "
+                         f"got {num_classes}; use loss='ce'")
+
+
+def ce_loss_and_grad(logits: Tensor, label: Tensor) -> Tuple[Tensor, Tensor]:
+    """``CE(z, label)`` per sample and its gradient ``softmax(z) - onehot(label)``."""
+    log_probs = torch.log_softmax(logits, dim=1)
+    loss = -log_probs.gather(1, label.unsqueeze(1)).squeeze(1)
+    grad = log_probs.exp_()
+    grad.scatter_add_(1, label.unsqueeze(1), torch.full_like(loss, -1.0).unsqueeze(1))
+    return loss, grad
+
+
+def dlr_loss_and_grad(logits: Tensor, y: Tensor) -> Tuple[Tensor, Tensor]:
+    """Untargeted DLR per sample (to be maximised) and its gradient with respect to the logits."""
+    top3 = logits.topk(3, dim=1)
+    z_y = logits.gather(1, y.unsqueeze(1)).squeeze(1)
+    # the largest logit other than y: the runner-up when y is on top
+    y_on_top = top3.indices[:, 0] == y
+    other_index = torch.where(y_on_top, top3.indices[:, 1], top3.indices[:, 0])
+    z_other = logits.gather(1, other_index.unsqueeze(1)).squeeze(1)
+    margin = z_y - z_other
+    scale = top3.values[:, 0] - top3.values[:, 2] + _DLR_FLOOR
+    loss = -margin / scale
+    grad = torch.zeros_like(logits)
+    inv = 1.0 / scale
+    ratio = margin * inv * inv
+    grad.scatter_add_(1, y.unsqueeze(1), (-inv).unsqueeze(1))
+    grad.scatter_add_(1, other_index.unsqueeze(1), inv.unsqueeze(1))
+    grad.scatter_add_(1, top3.indices[:, 0:1], ratio.unsqueeze(1))
+    grad.scatter_add_(1, top3.indices[:, 2:3], (-ratio).unsqueeze(1))
+    return loss, grad
+
+
+def targeted_dlr_loss_and_grad(logits: Tensor, y: Tensor, target: Tensor) -> Tuple[Tensor, Tensor]:
+    """Targeted DLR per sample (to be maximised: it grows as ``z_t`` overtakes ``z_y``) and its gradient."""
+    top4 = logits.topk(4, dim=1)
+    z_y = logits.gather(1, y.unsqueeze(1)).squeeze(1)
+    z_t = logits.gather(1, target.unsqueeze(1)).squeeze(1)
+    margin = z_y - z_t
+    scale = top4.values[:, 0] - 0.5 * (top4.values[:, 2] + top4.values[:, 3]) + _DLR_FLOOR
+    loss = -margin / scale
+    grad = torch.zeros_like(logits)
+    inv = 1.0 / scale
+    ratio = margin * inv * inv
+    grad.scatter_add_(1, y.unsqueeze(1), (-inv).unsqueeze(1))
+    grad.scatter_add_(1, target.unsqueeze(1), inv.unsqueeze(1))
+    grad.scatter_add_(1, top4.indices[:, 0:1], ratio.unsqueeze(1))
+    grad.scatter_add_(1, top4.indices[:, 2:4], (-0.5 * ratio).unsqueeze(1).expand(-1, 2).contiguous())
+    return loss, grad
+
+
+def attack_loss_and_grad(loss: str, logits: Tensor, y: Tensor, target: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+    """The loss the attack ascends, per sample, and its logit gradient.
+
+    ``ce``: untargeted ``CE(z, y)``; targeted ``-CE(z, t)`` (ascending it descends toward ``t``).
+    ``dlr``: untargeted DLR, or the targeted DLR toward ``t``.
+    """
+    if loss == "ce":
+        if target is None:
+            return ce_loss_and_grad(logits, y)
+        value, grad = ce_loss_and_grad(logits, target)
+        return value.neg_(), grad.neg_()
+    if target is None:
+        return dlr_loss_and_grad(logits, y)
+    return targeted_dlr_loss_and_grad(logits, y, target)
