@@ -15,3 +15,9 @@ __all__ = ["DUNet", "GuidedDenoiser", "KNNLabeler", "RandomResizePad", "Retraine
            "find_output_layer", "train_denoiser", "widen_output_layer"]
 __all__ += ["LogitPairing", "Distillation", "TemperatureCrossEntropy", "AtTemperature", "defensive_distillation",
             "Parseval", "parseval_tightness"]
+
+from robustkit.defenses.adversarial_training import (TRADES, AdversarialTraining, FastAdversarialTraining,
+                                                      FreeAdversarialTraining, adversarial_dataset)
+
+__all__ += ["AdversarialTraining", "FastAdversarialTraining", "FreeAdversarialTraining", "TRADES",
+            "adversarial_dataset"]
