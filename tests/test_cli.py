@@ -9,7 +9,8 @@ import sys
 import pytest
 import torch
 
-from robustkit.cli import format_table, main
+from robustkit.cli import main
+from robustkit.cli.options import format_table
 from robustkit.eval.report import fmt
 
 
@@ -97,7 +98,6 @@ def test_eval_reloads_the_demo_weights_and_matches_the_demo(demo_dir, tmp_path, 
     (["--model", "no_such_module:Net"], "--model: cannot import"),
     (["--model", "robustkit.models"], "--model: expected pkg.module:Factory"),
     (["--model", "robustkit.models:LeNet", "--data", "cifar10:/no/such/dir"], "--data"),
-    (["--model", "robustkit.models:LeNet", "--attack", "bogus"], "--attack: unknown attack 'bogus'"),
     (["--model", "robustkit.models:LeNet", "--eps", "8/zero"], "--eps"),
     (["--model", "robustkit.models:MLP", "--weights", "DEMO"], "does not match MLP"),
     (["--model", "robustkit.models:LeNet", "--weights", "/no/such.pt"], "--weights: no file"),
@@ -107,6 +107,14 @@ def test_user_errors_print_one_line_and_exit_2(argv, message, demo_dir, tmp_path
     assert main(["eval", *argv, "--limit", "4", "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_unknown_attack_is_an_argparse_error_listing_the_names(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", "--model", "robustkit.models:LeNet", "--attack", "bogus", "--out", "x"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--attack" in err and "'bogus'" in err and "deepfool" in err and "Traceback" not in err
 
 
 def test_python_dash_m_reports_a_bad_factory_without_traceback(tmp_path):

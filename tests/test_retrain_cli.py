@@ -5,7 +5,7 @@ import json
 import pytest
 
 from robustkit.cli import main
-from robustkit.defenses.retrain_command import COLUMNS
+from robustkit.cli.retrain import COLUMNS
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

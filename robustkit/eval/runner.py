@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import pathlib
@@ -24,6 +25,7 @@ from robustkit.training.classifier import model_device
 
 DataSpec = Union[DataLoader, Dataset, Sequence[Tensor]]
 RUN_FILE, RESULTS_FILE, EXAMPLES_FILE = "run.json", "results.json", "examples.pt"
+TARGETS = (None, "least_likely", "random")
 
 
 def batch_seed(seed: int, batch: int, attack_index: int) -> int:
@@ -39,7 +41,8 @@ def evaluate(model: nn.Module, data: DataSpec, attacks: Union[Mapping[str, Attac
              per_class: Optional[int] = None, transfer_to: Optional[Mapping[str, nn.Module]] = None, seed: int = 0,
              device: Union[str, torch.device, None] = None, resume: bool = True, report: bool = True,
              progress: bool = True, num_workers: int = 0, eps_grid: Optional[Sequence[float]] = None,
-             examples: int = 8, top_k: int = 10, model_name: str = "model") -> dict:
+             examples: int = 8, top_k: int = 10, model_name: str = "model",
+             target: Optional[str] = None) -> dict:
     """Evaluates ``model`` against each attack on ``data`` and writes ``out/results.json``.
 
     Streams over the data in batches (a tqdm bar shows img/s and the running worst-case robust accuracy);
@@ -63,6 +66,8 @@ def evaluate(model: nn.Module, data: DataSpec, attacks: Union[Mapping[str, Attac
         eps_grid: the budgets of the accuracy-vs-eps curve of minimal-norm attacks (default: 21 even steps).
         examples: how many images of the first batch to keep for the report's image grid and Grad-CAM.
         report: also write ``results.csv`` and ``report.html`` with plots.
+        target: None (untargeted), ``"least_likely"`` or ``"random"``: every attack runs targeted toward that
+            class of each image (``attack.run(x, y, target)``; random targets are drawn from the batch's seed).
 
     Returns the results object (see :mod:`robustkit.eval.summary`).
 
@@ -73,6 +78,8 @@ def evaluate(model: nn.Module, data: DataSpec, attacks: Union[Mapping[str, Attac
         >>> res["attacks"]["pgd"]["metrics"]["robust_accuracy"]
     """
     named = _name_attacks(attacks)
+    if target not in TARGETS:
+        raise ValueError(f"evaluate: target must be one of {TARGETS}, got {target!r}")
     unknown = set(metrics) - set(ALL_METRICS)
     if unknown:
         raise ValueError(f"evaluate: metrics must be a subset of {ALL_METRICS}, got unknown {sorted(unknown)}")
@@ -93,7 +100,8 @@ def evaluate(model: nn.Module, data: DataSpec, attacks: Union[Mapping[str, Attac
                 "batch_size": batch_size, "limit": limit, "only_correct": only_correct, "per_class": per_class,
                 "model": model_fingerprint(model), "correct_for": [model_fingerprint(m) for m in correct_for],
                 "transfer_to": {n: model_fingerprint(m) for n, m in transfer_to.items()},
-                "data": {"type": type(dataset).__name__, "size": len(dataset)}, "metrics": list(metrics)}
+                "data": {"type": type(dataset).__name__, "size": len(dataset)}, "metrics": list(metrics),
+                "target": target}
     plan = None
     if rank == 0:
         try:
@@ -118,7 +126,7 @@ def evaluate(model: nn.Module, data: DataSpec, attacks: Union[Mapping[str, Attac
     failed = False
     try:
         _run_batches(model, dataset, batches, todo, named, transfer_to, out_dir, rank, seed, device, collate,
-                     num_workers, progress and rank == 0, examples, total=sum(len(batches[b]) for b in
+                     num_workers, progress and rank == 0, examples, target, total=sum(len(batches[b]) for b in
                      D.shard(range(len(batches)), rank, world)))
     except BaseException:
         failed = True
@@ -251,7 +259,7 @@ def _write_json(path: pathlib.Path, obj) -> None:
 # ---- the loop -------------------------------------------------------------------------------------------
 
 def _run_batches(model, dataset, batches, todo, attacks, transfer_to, out_dir, rank, seed, device, collate,
-                 num_workers, progress, examples, total) -> None:
+                 num_workers, progress, examples, target, total) -> None:
     done_images = total - sum(len(batches[b]) for b in todo)
     bar = tqdm(total=total, initial=done_images, unit="img", disable=not progress, desc=f"eval {out_dir.name}",
                dynamic_ncols=True)
@@ -259,7 +267,7 @@ def _run_batches(model, dataset, batches, todo, attacks, transfer_to, out_dir, r
     with RecordWriter(out_dir, rank) as writer:
         for b, (x, y) in zip(todo, _loader(dataset, [batches[b] for b in todo], num_workers, collate)):
             x, y = x.to(device), y.to(device)
-            record, advs = _evaluate_batch(model, x, y, b, attacks, transfer_to, seed, device)
+            record, advs = _evaluate_batch(model, x, y, b, attacks, transfer_to, seed, device, target)
             record["index"] = batches[b]
             writer.write(record)
             if b == 0 and examples > 0:
@@ -278,7 +286,23 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _evaluate_batch(model, x, y, b, attacks, transfer_to, seed, device):
+def _run_attack(attack: Attack, x: Tensor, y: Tensor, target: Optional[str], seed: int, device: torch.device):
+    """``attack.run`` with its randomness drawn from ``seed`` alone (a generator on ``device``; the global
+    generators, for attacks that draw from them, are seeded too and restored afterwards)."""
+    generator = torch.Generator(device=device).manual_seed(seed)
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        if "generator" in inspect.signature(attack.run).parameters:
+            return attack.run(x, y, target, generator=generator)
+        user_seed, attack.seed = attack.seed, seed   # attacks without the generator argument seed themselves
+        try:
+            return attack.run(x, y, target)
+        finally:
+            attack.seed = user_seed
+
+
+def _evaluate_batch(model, x, y, b, attacks, transfer_to, seed, device, target=None):
     """Runs every attack on one batch; returns its JSON record and the adversarial images."""
     with torch.no_grad():
         logits = model(x)
@@ -290,18 +314,11 @@ def _evaluate_batch(model, x, y, b, attacks, transfer_to, seed, device):
                   "attacks": {}}
     advs = {}
     for a, (name, attack) in enumerate(attacks.items()):
-        user_seed, attack.seed = attack.seed, batch_seed(seed, b, a)
-        devices = [device] if device.type == "cuda" else []
-        try:
-            with torch.random.fork_rng(devices=devices):
-                torch.manual_seed(attack.seed)   # for attacks that draw from the global generator
-                _synchronize(device)
-                start = time.perf_counter()
-                result = attack.run(x, y)
-                _synchronize(device)
-                seconds = time.perf_counter() - start
-        finally:
-            attack.seed = user_seed
+        _synchronize(device)
+        start = time.perf_counter()
+        result = _run_attack(attack, x, y, target, batch_seed(seed, b, a), device)
+        _synchronize(device)
+        seconds = time.perf_counter() - start
         own = len(attack.models) == 1 and attack.models[0] is model
         with torch.no_grad():
             adv_logits = result.logits if own else model(result.adv)

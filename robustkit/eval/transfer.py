@@ -13,7 +13,6 @@ from torch import nn
 
 from robustkit.attacks.base import Attack
 from robustkit.eval.runner import evaluate
-from robustkit.eval.suite import MeanLogits, members
 
 
 def _folder_name(spec: str) -> str:
@@ -21,20 +20,20 @@ def _folder_name(spec: str) -> str:
 
 
 def run_transfer(sources: Mapping[str, nn.Module], targets: Mapping[str, nn.Module], data,
-                 make_attack: Callable[[List[nn.Module]], Attack], *, out, only_correct: bool = False,
+                 make_attack: Callable[[nn.Module], Attack], *, out, only_correct: bool = False,
                  **evaluate_kwargs) -> dict:
-    """Runs ``make_attack(source members)`` on each source and returns ``{"sources", "targets", "matrix"}``
+    """Runs ``make_attack(source)`` on each source (a model or a :class:`robustkit.nn.Ensemble`) and returns ``{"sources", "targets", "matrix"}``
     of success rates (over the images each target classifies correctly; with ``only_correct`` the images
     are those every source and target classifies correctly, as in the self-distillation seed).
 
-    ``evaluate_kwargs`` go to :func:`evaluate` (limit, batch_size, device, resume, seed, per_class)."""
+    ``evaluate_kwargs`` go to :func:`evaluate` (limit, batch_size, device, resume, seed, per_class, target)."""
     out = pathlib.Path(out)
     every_model: List[nn.Module] = [*sources.values(), *targets.values()]
     rows: List[List[float]] = []
     runs: Dict[str, str] = {}
     attack_meta = None
     for name, source in sources.items():
-        attack = make_attack(members(source))
+        attack = make_attack(source)
         folder = out / _folder_name(name)
         results = evaluate(source, data, {"attack": attack}, out=folder, transfer_to=dict(targets),
                            only_correct=only_correct, correct_for=[m for m in every_model if m is not source],
@@ -59,4 +58,4 @@ def run_transfer(sources: Mapping[str, nn.Module], targets: Mapping[str, nn.Modu
     return matrix
 
 
-__all__ = ["run_transfer", "MeanLogits"]
+__all__ = ["run_transfer"]
