@@ -1,120 +1,36 @@
 """Gradient attacks vs torchattacks, foolbox and the model-only floor, on a trained MNIST LeNet.
 
-Checks outputs first (where the algorithms coincide), then times each method with warm-up and the
-median of interleaved repeats (interleaving spreads the noise of a shared machine over all methods).
-The floor is ``steps x`` the time of one forward pass plus the input gradient of the same model.
+Checks outputs first (where the algorithms coincide; a mismatch exits with status 1), then times each
+method in rotating rounds (bench/harness.py): the ratios are paired, the median over rounds of the two
+calls' time ratio in the same round. The floor is ``steps x`` the time of one forward pass plus the input
+gradient of the same model.
 
-    python bench/attacks.py [--images 256] [--repeats 5] [--threads 1]
+    python bench/attacks.py [--images 256] [--repeats 5] [--threads 1] [--clock cpu|wall]
+    python bench/attacks.py --tiny           # 16 images, 1 round: checks the script (-> attacks-quick.json)
     python bench/attacks.py --gpu            # GPU: ResNet-50 224 px batch 256, fp32, amp, ensemble of 4,
-                                             # streams on vs off -> bench/results/gpu/attacks_gpu.json
-    python bench/attacks.py --gpu --device cpu --tiny --label /tmp/x   # checks the GPU code path on CPU
+                                             # streams on vs off -> bench/results/<gpu name>/attacks_gpu.json
+    python bench/attacks.py --gpu --device cpu --tiny   # checks the GPU code path on CPU
 
-Writes bench/results/<label>/attacks.json (default label cpu-2core).
+Writes bench/results/<machine label>/attacks.json (bench/harness.py's machine_label: cpu-<cores>core or the
+GPU's name; ``--label`` or $ROBUSTKIT_BENCH_LABEL overrides it).
 """
 from __future__ import annotations
 
 import argparse
 import copy
 import json
-import pathlib
 import platform
-import statistics
-import sys
-import time
-import warnings
 
 import torch
 import torch.nn.functional as F
 
+import harness
 import robustkit as rk
-from robustkit.datasets import mnist
-from robustkit.zoo import trained_mnist_model
+from data import correctly_classified, mnist_lenet, random_resnets
+from harness import compare, floor_step
 
-RESULTS = pathlib.Path(__file__).resolve().parent / "results"
-
-
-def correctly_classified(model, count: int):
-    test = mnist("test")
-    x, y = test[0:4 * count]
-    with torch.no_grad():
-        keep = model(x).argmax(1) == y
-    return x[keep][:count].contiguous(), y[keep][:count].contiguous()
-
-
-def floor_step(model, x):
-    """One forward pass and the input gradient: what any gradient attack must pay per step."""
-    x_var = x.detach().requires_grad_(True)
-    out = model(x_var)
-    (grad,) = torch.autograd.grad(out, x_var, grad_outputs=torch.ones_like(out))
-    return grad
-
-
-def keep_freed_memory() -> bool:
-    """glibc: serve large blocks from the heap and never trim it (``mallopt``), for every method alike.
-
-    PyTorch's CPU allocator returns each activation buffer to malloc; with glibc's defaults the multi-MB
-    blocks of a LeNet step on 256 images go back to the kernel and come back as fresh zeroed pages, ~5,000
-    page faults and 30% of a step's CPU time on this VM (measured), and how many depends on the order of
-    allocations, i.e. on the code around the model. Keeping freed memory removes that noise from the
-    ratios (and is worth doing in CPU attack jobs generally: ``MALLOC_TRIM_THRESHOLD_=1073741824``)."""
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    return bool(libc.mallopt(m_mmap_threshold, 32 << 20)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
-
-
-#: which clock the ratios use: "cpu" (this process's CPU time) or "wall"; set from --clock
-CLOCK = {"name": "cpu"}
-
-
-def time_interleaved(methods: dict, repeats: int, warmup: int = 1) -> dict:
-    """Median seconds per method. With one intra-op thread, process CPU time measures the work itself and
-    ignores the time the process waits for a core on a shared machine; wall time is kept alongside.
-
-    The methods run in rounds, one call each per round, and the order rotates from round to round so that
-    no method always follows the same neighbour. Each round's times are kept (``ROUNDS``) for the paired
-    ratios of :func:`paired_ratios`."""
-    for fn in methods.values():
-        for _ in range(warmup):
-            fn()
-    names = list(methods)
-    cpu = {name: [] for name in methods}
-    wall = {name: [] for name in methods}
-    for round_index in range(repeats):
-        shift = round_index % len(names)
-        for name in names[shift:] + names[:shift]:
-            start_wall, start_cpu = time.perf_counter(), time.process_time()
-            methods[name]()
-            cpu[name].append(time.process_time() - start_cpu)
-            wall[name].append(time.perf_counter() - start_wall)
-    WALL_SECONDS.append({name: statistics.median(s) for name, s in wall.items()})
-    chosen = cpu if CLOCK["name"] == "cpu" else wall
-    ROUNDS.append(chosen)
-    return {name: statistics.median(s) for name, s in chosen.items()}
-
-
-def paired_ratios(rounds: dict, reference: str) -> dict:
-    """``{method: median over rounds of t_reference / t_method}``: each ratio compares two calls of the same
-    round, made seconds apart, so a slow spell of the shared machine cancels instead of landing on whichever
-    method it happened to hit (the ratio of two medians does not cancel it: +-5% on this VM)."""
-    ref = rounds[reference]
-    return {name: statistics.median(r / t for r, t in zip(ref, times)) for name, times in rounds.items()}
-
-
-WALL_SECONDS: list = []
-#: per table, ``{method: [seconds of each round]}`` on the chosen clock
-ROUNDS: list = []
-
-
-def compare(a: torch.Tensor, b: torch.Tensor, tol: float = 1e-6) -> dict:
-    diff = (a - b).abs()
-    same_sample = (diff.flatten(1) <= tol).all(1)
-    return {"max_abs_diff": diff.max().item(), f"frac_elements_over_{tol:g}": (diff > tol).float().mean().item(),
-            "frac_samples_equal": same_sample.float().mean().item()}
+#: where the algorithms coincide (float64 model and images), ours and torchattacks' must agree to rounding
+COINCIDE_TOL = 1e-12
 
 
 def float64_reference(model, x, y, *, eps: float, alpha: float, steps: int, decay=None) -> torch.Tensor:
@@ -136,10 +52,6 @@ def float64_reference(model, x, y, *, eps: float, alpha: float, steps: int, deca
     return x_i.float()
 
 
-#: where the algorithms coincide (float64 model and images), ours and torchattacks' must agree to rounding
-COINCIDE_TOL = 1e-12
-
-
 def float64_agreement(name: str, make_ours, make_theirs, model, x, y) -> dict:
     """Runs both implementations on a float64 copy of the model and images, where the algorithms coincide:
     torchattacks' float32 cross-entropy gradient rounds p_y - 1, ours is exact to float64, so float32 runs
@@ -151,8 +63,8 @@ def float64_agreement(name: str, make_ours, make_theirs, model, x, y) -> dict:
     # the sign pattern of the perturbation, ignoring rounding-level deltas
     result["frac_delta_sign_equal"] = (_sign(delta_ours) == _sign(delta_theirs)).double().mean().item()
     if result["max_abs_diff"] > COINCIDE_TOL:
-        raise SystemExit(f"{name}: robustkit and torchattacks differ by {result['max_abs_diff']:.3g} in float64, "
-                         f"where the algorithms coincide (tolerance {COINCIDE_TOL:g})")
+        harness.fail(f"{name}: robustkit and torchattacks differ by {result['max_abs_diff']:.3g} in float64, "
+                     f"where the algorithms coincide (tolerance {COINCIDE_TOL:g})")
     return result
 
 
@@ -186,7 +98,14 @@ def floors(model, x, iterates: list) -> dict:
             "floor_iterates": lambda: [floor_step(model, xi) for xi in iterates]}
 
 
-def bench_fixed_step(model, x, y, repeats: int) -> list:
+def timed(methods: dict, args, repeats: int, references=()) -> dict:
+    """The row's timing fields: medians on the chosen clock and on the wall, per-round samples and the
+    paired ratios against ``references`` (rotating order, one warm-up call each)."""
+    t = harness.timeit(methods, rounds=repeats, warmup=1, clock=args.clock)
+    return t.to_json(references)
+
+
+def bench_fixed_step(model, x, y, args) -> list:
     import foolbox as fb
     import torchattacks
 
@@ -211,12 +130,12 @@ def bench_fixed_step(model, x, y, repeats: int) -> list:
              "float64 model and images: robustkit vs torchattacks.PGD": float64_agreement(
                  "PGD", lambda m: rk.attacks.PGD(m, eps=eps, step_size=alpha, steps=steps, random_start=False),
                  lambda m: torchattacks.PGD(m, eps=eps, alpha=alpha, steps=steps, random_start=False), model, x, y)}
-    t = time_interleaved({"robustkit.PGD": lambda: ours(x, y), "robustkit.PGD, torch conv": lambda: ours_torch(x, y),
-                          "torchattacks.PGD": lambda: theirs(x, y),
-                          "foolbox.LinfPGD": fb_run, **floors(model, x, recorded_iterates(ours, model, x, y))},
-                         repeats)
-    rows.append({"attack": f"PGD linf eps={eps} alpha={alpha} steps={steps} random_start=False", "seconds": t,
-                 "rounds": ROUNDS[-1], "check": check})
+    t = timed({"robustkit.PGD": lambda: ours(x, y), "robustkit.PGD, torch conv": lambda: ours_torch(x, y),
+               "torchattacks.PGD": lambda: theirs(x, y),
+               "foolbox.LinfPGD": fb_run, **floors(model, x, recorded_iterates(ours, model, x, y))},
+              args, args.repeats, REFERENCES)
+    rows.append({"attack": f"PGD linf eps={eps} alpha={alpha} steps={steps} random_start=False", **t,
+                 "check": check})
 
     steps_mi = 10
     ours_mi = rk.attacks.MIFGSM(model, eps=eps, step_size=eps / steps_mi, steps=steps_mi, decay=1.0)
@@ -233,17 +152,17 @@ def bench_fixed_step(model, x, y, repeats: int) -> list:
                     lambda m: rk.attacks.MIFGSM(m, eps=eps, step_size=eps / steps_mi, steps=steps_mi, decay=1.0),
                     lambda m: torchattacks.MIFGSM(m, eps=eps, alpha=eps / steps_mi, steps=steps_mi, decay=1.0),
                     model, x, y)}
-    t_mi = time_interleaved({"robustkit.MIFGSM": lambda: ours_mi(x, y),
-                             "robustkit.MIFGSM, torch conv": lambda: ours_mi_torch(x, y),
-                             "torchattacks.MIFGSM": lambda: theirs_mi(x, y),
-                             **floors(model, x, recorded_iterates(ours_mi, model, x, y))},
-                            3 * repeats)  # 10 steps take a quarter of PGD's 40: more repeats for the same noise
-    rows.append({"attack": f"MI-FGSM eps={eps} alpha={eps / steps_mi:.3g} steps={steps_mi} decay=1", "seconds": t_mi,
-                 "rounds": ROUNDS[-1], "check": check_mi})
+    t_mi = timed({"robustkit.MIFGSM": lambda: ours_mi(x, y),
+                  "robustkit.MIFGSM, torch conv": lambda: ours_mi_torch(x, y),
+                  "torchattacks.MIFGSM": lambda: theirs_mi(x, y),
+                  **floors(model, x, recorded_iterates(ours_mi, model, x, y))},
+                 args, 3 * args.repeats, REFERENCES)  # 10 steps take a quarter of PGD's 40: more rounds
+    rows.append({"attack": f"MI-FGSM eps={eps} alpha={eps / steps_mi:.3g} steps={steps_mi} decay=1", **t_mi,
+                 "check": check_mi})
     return rows
 
 
-def bench_overhead(x, y, repeats: int) -> dict:
+def bench_overhead(x, y, args) -> dict:
     """What each attack adds per step outside the model: the same attacks around a linear model (784 -> 10)
     whose forward and backward are nearly free, minus that model's floor. Unlike the ratios to the LeNet's
     floor, this is not blurred by the LeNet's data-dependent cost or the machine's page-fault churn."""
@@ -256,15 +175,16 @@ def bench_overhead(x, y, repeats: int) -> dict:
     ours_mi = rk.attacks.MIFGSM(linear, eps=0.3, step_size=0.01, steps=steps, decay=1.0)
     theirs = torchattacks.PGD(linear, eps=0.3, alpha=0.01, steps=steps, random_start=False)
     theirs_mi = torchattacks.MIFGSM(linear, eps=0.3, alpha=0.01, steps=steps, decay=1.0)
-    t = time_interleaved({"robustkit.PGD": lambda: ours(x, y), "robustkit.MIFGSM": lambda: ours_mi(x, y),
-                          "torchattacks.PGD": lambda: theirs(x, y), "torchattacks.MIFGSM": lambda: theirs_mi(x, y),
-                          "floor": lambda: [floor_step(linear, x) for _ in range(steps)]}, repeats)
-    overhead = {name: (sec - t["floor"]) / steps * 1e6 for name, sec in t.items() if name != "floor"}
-    return {"attack": f"linear model, {steps} steps: per-step overhead outside the model", "seconds": t,
-            "rounds": ROUNDS[-1], "overhead_us_per_step": overhead}
+    t = timed({"robustkit.PGD": lambda: ours(x, y), "robustkit.MIFGSM": lambda: ours_mi(x, y),
+               "torchattacks.PGD": lambda: theirs(x, y), "torchattacks.MIFGSM": lambda: theirs_mi(x, y),
+               "floor": lambda: [floor_step(linear, x) for _ in range(steps)]}, args, args.repeats, REFERENCES)
+    seconds = t["seconds"]
+    overhead = {name: (sec - seconds["floor"]) / steps * 1e6 for name, sec in seconds.items() if name != "floor"}
+    return {"attack": f"linear model, {steps} steps: per-step overhead outside the model", **t,
+            "overhead_us_per_step": overhead}
 
 
-def bench_early_stop(model, x, y, repeats: int, eps: float) -> dict:
+def bench_early_stop(model, x, y, args, eps: float) -> dict:
     import torchattacks
 
     alpha, steps = 0.01, 40
@@ -278,48 +198,13 @@ def bench_early_stop(model, x, y, repeats: int, eps: float) -> dict:
     robust = {"robustkit.PGD(early_stop)": 1 - res.success.float().mean().item(),
               "robustkit.PGD(fixed)": 1 - full.run(x, y).success.float().mean().item(),
               "torchattacks.PGD": robust_theirs}
-    t = time_interleaved({"robustkit.PGD(early_stop)": lambda: ours.run(x, y),
-                          "torchattacks.PGD": lambda: theirs(x, y)}, repeats)
-    return {"attack": f"PGD linf eps={eps} alpha={alpha} steps={steps}, early stop", "seconds": t,
-            "rounds": ROUNDS[-1], "robust_accuracy": robust, "mean_steps_used": res.steps.float().mean().item()}
+    t = timed({"robustkit.PGD(early_stop)": lambda: ours.run(x, y),
+               "torchattacks.PGD": lambda: theirs(x, y)}, args, args.repeats, REFERENCES)
+    return {"attack": f"PGD linf eps={eps} alpha={alpha} steps={steps}, early stop", **t,
+            "robust_accuracy": robust, "mean_steps_used": res.steps.float().mean().item()}
 
 
-# ---- GPU mode: ResNet-50 at 224 px, batch 256 (issue 3's GPU targets) -----------------------------------
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_gpu(methods: dict, repeats: int, device: torch.device, warmup: int = 1) -> dict:
-    """Median wall seconds per method, interleaved, with the device synchronised around each call."""
-    for fn in methods.values():
-        for _ in range(warmup):
-            fn()
-    _sync(device)
-    seconds = {name: [] for name in methods}
-    for _ in range(repeats):
-        for name, fn in methods.items():
-            _sync(device)
-            start = time.perf_counter()
-            fn()
-            _sync(device)
-            seconds[name].append(time.perf_counter() - start)
-    return {name: statistics.median(v) for name, v in seconds.items()}
-
-
-def _resnets(count: int, device: torch.device) -> list:
-    from robustkit.models import resnet50
-
-    models = []
-    for seed in range(count):  # random weights (the GPU machines reach no weight files): timing only
-        torch.manual_seed(seed)
-        m = resnet50().eval().to(device)
-        for p in m.parameters():  # as users load models: parameters keep requires_grad=True
-            p.requires_grad_(True)
-        models.append(m)
-    return models
-
-
+# ---- GPU mode: ResNet-50 at 224 px, batch 256 ---------------------------------------------------------------
 def bench_gpu(args) -> dict:
     """fp32 PGD vs the floor; amp=True vs torchattacks fp32; an ensemble of K vs the sum of the K floors,
     with the member forwards on separate streams and without. ``--tiny`` shrinks everything so the code
@@ -329,7 +214,7 @@ def bench_gpu(args) -> dict:
         torch.backends.cudnn.benchmark = True
     size, batch, steps, k = args.image_size, args.gpu_batch, args.gpu_steps, args.ensemble
     eps, alpha = 4 / 255, 1 / 255
-    models = _resnets(k, device)
+    models = random_resnets(k, device)  # random weights (the GPU machines reach no weight files): timing only
     model = models[0]
     gen = torch.Generator(device="cpu").manual_seed(0)
     x = torch.rand(batch, 3, size, size, generator=gen).to(device)
@@ -350,9 +235,11 @@ def bench_gpu(args) -> dict:
     if torchattacks is not None:
         theirs = torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=False)
         single["torchattacks.PGD fp32"] = lambda: theirs(x, y)
-    t = time_gpu(single, args.repeats, device)
+    timing = harness.timeit(single, rounds=args.repeats, clock="wall", device=device).to_json(
+        ("floor", "torchattacks.PGD fp32"))
+    t = timing["seconds"]
     row = {"attack": f"ResNet-50 {size}px batch {batch}: PGD linf eps=4/255 alpha=1/255 steps={steps}",
-           "seconds": t, "images": batch, "fp32_vs_floor": t["floor"] / t["robustkit.PGD fp32"]}
+           **timing, "images": batch, "fp32_vs_floor": t["floor"] / t["robustkit.PGD fp32"]}
     if "torchattacks.PGD fp32" in t:
         row["amp_vs_torchattacks_fp32"] = t["torchattacks.PGD fp32"] / t["robustkit.PGD amp"]
         row["fp32_vs_torchattacks_fp32"] = t["torchattacks.PGD fp32"] / t["robustkit.PGD fp32"]
@@ -368,7 +255,8 @@ def bench_gpu(args) -> dict:
         for i, m in enumerate(models):
             ens[f"floor model {i}"] = (lambda mm: lambda: [floor_step(mm, xe) for _ in range(steps)])(m)
         try:
-            t = time_gpu(ens, args.repeats, device)
+            timing = harness.timeit(ens, rounds=args.repeats, clock="wall", device=device).to_json()
+            t = timing["seconds"]
             break
         except torch.cuda.OutOfMemoryError:
             if ens_batch == 1:
@@ -379,7 +267,7 @@ def bench_gpu(args) -> dict:
     floor_sum = sum(v for n, v in t.items() if n.startswith("floor model"))
     on, off = t[f"robustkit.PGD ensemble of {k}, streams=True"], t[f"robustkit.PGD ensemble of {k}, streams=False"]
     row = {"attack": f"ResNet-50 x {k} {size}px batch {ens_batch}: PGD linf eps=4/255 steps={steps}, fusion=loss",
-           "seconds": t, "images": ens_batch, "sum_of_floors": floor_sum, "streams_on_vs_sum_of_floors": floor_sum / on,
+           **timing, "images": ens_batch, "sum_of_floors": floor_sum, "streams_on_vs_sum_of_floors": floor_sum / on,
            "streams_off_vs_sum_of_floors": floor_sum / off, "streams_on_vs_off": off / on}
     rows.append(row)
     print(json.dumps(row, indent=2))
@@ -387,25 +275,23 @@ def bench_gpu(args) -> dict:
     return {"device": device_name, "rows": rows}
 
 
+#: the references a row's paired ratios are taken against, where the row has them
+REFERENCES = ("torchattacks.PGD", "torchattacks.MIFGSM", "floor", "floor_iterates")
+
+
 def torchattacks_name(row: dict):
     return next((k for k in row["seconds"] if k.startswith("torchattacks")), None)
 
 
-def row_ratios(row: dict) -> dict:
-    """``{reference: {method: paired ratio}}`` against torchattacks and the floors present in the row."""
-    refs = (torchattacks_name(row), "floor", "floor_iterates")
-    return {ref: paired_ratios(row["rounds"], ref) for ref in refs if ref in row["seconds"]}
-
-
 def print_table(rows: list, images: int) -> None:
-    """img/s from the median seconds; every ratio is paired (:func:`paired_ratios`): the median over rounds of
-    the reference's time over the method's time in the same round."""
+    """img/s from the median seconds; every ratio is paired (:func:`harness.paired_ratios`): the median over
+    rounds of the reference's time over the method's time in the same round."""
     print(f"\n{'attack':58s} {'method':28s} {'img/s':>9s} {'vs torchattacks':>16s} {'vs floor':>9s} "
           f"{'vs floor_iterates':>18s}")
     for row in rows:
         t = row["seconds"]
         base = torchattacks_name(row)
-        ratios = row_ratios(row)
+        ratios = {ref[len("vs "):]: r for ref, r in row["paired_ratios"].items()}
         for name, sec in t.items():
             cells = [f"{ratios[ref][name]:.3f}" + ("x" if ref == base else "") if ref in ratios else ""
                      for ref in (base, "floor", "floor_iterates")]
@@ -418,18 +304,16 @@ def print_table(rows: list, images: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="intra-op threads (1: on a shared 2-core machine, 2 threads mostly measure contention)")
-    parser.add_argument("--label", default="cpu-2core")
-    parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
-                        help="cpu: process CPU time (needs --threads 1 to mean work done), wall: elapsed time")
+    parser.add_argument("--repeats", type=int, default=5, help="timing rounds (MI-FGSM's table runs 3x as many)")
+    harness.add_arguments(parser, threads=1, clock="cpu")
     parser.add_argument("--keep-freed-memory", action="store_true",
-                        help="glibc mallopt: no page-fault churn from returning freed blocks (see keep_freed_memory)")
+                        help="glibc mallopt: no page-fault churn from returning freed blocks "
+                             "(see harness.keep_freed_memory)")
     parser.add_argument("--gpu", action="store_true",
                         help="the GPU benchmark instead (ResNet-50, 224 px, batch 256; see bench_gpu)")
     parser.add_argument("--device", default="cuda", help="--gpu: the device (cpu with --tiny checks the code)")
-    parser.add_argument("--tiny", action="store_true", help="--gpu: 32 px, batch 4, 2 steps, 2 models")
+    parser.add_argument("--tiny", action="store_true",
+                        help="checks the script: 16 images and 1 round; with --gpu 32 px, batch 4, 2 steps, 2 models")
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--gpu-batch", type=int, default=256)
     parser.add_argument("--gpu-steps", type=int, default=10)
@@ -439,31 +323,24 @@ def main() -> None:
         return main_gpu(args)
     if args.clock == "cpu" and args.threads != 1:
         parser.error("--clock cpu sums the CPU time of all threads; use --threads 1 or --clock wall")
-    CLOCK["name"] = args.clock
-    if args.keep_freed_memory and not keep_freed_memory():
+    harness.apply_arguments(args)
+    if args.tiny:
+        args.images, args.repeats = min(args.images, 16), 1
+    if args.keep_freed_memory and not harness.keep_freed_memory():
         raise SystemExit("--keep-freed-memory needs glibc (mallopt)")
-    torch.set_num_threads(args.threads)
-    warnings.filterwarnings("ignore", category=UserWarning, module="foolbox")
-    model = trained_mnist_model("lenet", progress=False)
-    for p in model.parameters():  # as users load models: parameters keep requires_grad=True
-        p.requires_grad_(True)
+    harness.quiet_peer_warnings()
+    model = mnist_lenet()
     x, y = correctly_classified(model, args.images)
-    rows = bench_fixed_step(model, x, y, args.repeats)
-    rows.append(bench_overhead(x, y, args.repeats))
+    rows = bench_fixed_step(model, x, y, args)
+    rows.append(bench_overhead(x, y, args))
     print_table(rows, x.shape[0])
     for eps in (0.3, 0.1):
-        rows.append(bench_early_stop(model, x, y, args.repeats, eps))
+        rows.append(bench_early_stop(model, x, y, args, eps))
         print_table(rows[-1:], x.shape[0])
-    for row in rows:
-        row["paired_ratios"] = {f"vs {ref}": r for ref, r in row_ratios(row).items()}
-    out = RESULTS / args.label / "attacks.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "command": "python " + " ".join(sys.argv), "images": x.shape[0], "threads": args.threads,
-        "clock": args.clock, "keep_freed_memory": args.keep_freed_memory, "wall_seconds_per_table": WALL_SECONDS,
-        "model": "trained_mnist_model('lenet')", "torch": torch.__version__, "machine": platform.machine(),
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rows": rows}, indent=2))
-    print(f"\nwrote {out}")
+    harness.Result("attacks" + ("-quick" if args.tiny else ""), rows, notes={
+        "images": x.shape[0], "threads": args.threads, "clock": args.clock, "rounds": args.repeats,
+        "keep_freed_memory": args.keep_freed_memory, "model": "trained_mnist_model('lenet')",
+        "ratios": "paired: median over rounds of t_reference / t_method in the same round"}).write()
 
 
 def main_gpu(args) -> None:
@@ -472,15 +349,15 @@ def main_gpu(args) -> None:
         args.repeats = min(args.repeats, 2)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("--gpu needs a CUDA device (or --device cpu --tiny to check the code path)")
+    args.clock = "wall"  # the GPU's time is not this process's CPU time
     if not args.device.startswith("cuda"):  # a code-path check: one thread keeps a shared CPU from stalling it
-        torch.set_num_threads(1)
+        args.threads = 1
+    else:
+        args.threads = None  # torch's default for the host side
+    harness.apply_arguments(args, args.device)
     result = bench_gpu(args)
-    label = args.label if args.label != "cpu-2core" else ("cpu-tiny" if args.tiny else "gpu")
-    out = RESULTS / label / ("attacks_gpu_tiny.json" if args.tiny else "attacks_gpu.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"command": "python " + " ".join(sys.argv), "torch": torch.__version__,
-                               "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **result}, indent=2))
-    print(f"\nwrote {out}")
+    harness.Result("attacks_gpu" + ("_tiny" if args.tiny else ""), result.pop("rows"), notes=result,
+                   device=args.device).write()
 
 
 if __name__ == "__main__":
