@@ -1,0 +1,113 @@
+"""Deep Defense against the per-sample, per-candidate reference written from Eq. 1-6, in float64."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from robustkit.defenses.deep_defense import DeepDefense
+from tests.reference.deep_defense import deep_defense_loss
+
+
+def _mlp():
+    return nn.Sequential(nn.Flatten(), nn.Linear(36, 16), nn.ReLU(), nn.Linear(16, 5))
+
+
+def _cnn():
+    return nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(12, 5))
+
+
+def _bn():
+    m = nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(), nn.Linear(48, 5))
+    m[1].running_mean.uniform_(-0.2, 0.2)
+    m[1].running_var.uniform_(0.5, 2.0)
+    return m
+
+
+@pytest.mark.parametrize("make", [_mlp, _cnn, _bn], ids=["mlp", "cnn-maxpool", "batchnorm-eval"])
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_loss_and_weight_gradient_equal_naive_float64(make, norm, one_thread):
+    torch.manual_seed(0)
+    model = make().double()
+    x = torch.rand(6, 1, 6, 6, dtype=torch.float64)
+    y = torch.randint(0, 5, (6,))
+    obj = DeepDefense(lam=15.0, c=25.0, d=5.0, steps=3, overshoot=0.02, candidates=4, norm=norm)
+    model.train()
+    out = obj(model, x, y)
+    assert model.training                      # the mode is restored
+    grads = torch.autograd.grad(out.loss, list(model.parameters()))
+    model.eval()
+    ref = deep_defense_loss(model, x, y, 15.0, 25.0, 5.0, 3, 0.02, 4, norm)
+    ref_grads = torch.autograd.grad(ref, list(model.parameters()))
+    torch.testing.assert_close(out.loss, ref, rtol=1e-10, atol=1e-12)
+    for g, h in zip(grads, ref_grads):
+        torch.testing.assert_close(g, h, rtol=1e-8, atol=1e-10)
+    # the regulariser's gradient is not silently zero
+    reg_grads = torch.autograd.grad(obj(model, x, y).metrics["regularizer"].new_tensor(0) + obj(model, x, y).loss,
+                                    list(model.parameters()))
+    assert any(bool(g.abs().sum() > 0) for g in reg_grads)
+
+
+def test_gradcheck_of_the_regularizer_wrt_mlp_weights(one_thread):
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).double()
+    names = [n for n, _ in net.named_parameters()]
+    x = torch.rand(3, 4, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2])
+    obj = DeepDefense(lam=1.0, c=2.0, d=1.0, steps=2, candidates=None)
+
+    class Functional(nn.Module):           # the weights as inputs, so gradcheck can perturb them
+        def __init__(self, params):
+            super().__init__()
+            self.params = params
+
+        def forward(self, inp):
+            return torch.func.functional_call(net, dict(zip(names, self.params)), (inp,))
+
+    def regularized_loss(*params):
+        return obj(Functional(params), x, y).loss
+
+    params = [p.detach().clone().requires_grad_(True) for p in net.parameters()]
+    assert torch.autograd.gradcheck(regularized_loss, params, eps=1e-6, atol=1e-5)
+
+
+def test_batchnorm_statistics_frozen_and_metrics(one_thread):
+    torch.manual_seed(0)
+    model = _bn()
+    before = model[1].running_mean.clone()
+    out = DeepDefense(steps=2)(model.train(), torch.rand(4, 1, 6, 6), torch.randint(0, 5, (4,)))
+    assert torch.equal(model[1].running_mean, before)
+    assert set(out.metrics) >= {"ce", "regularizer", "rho", "finished_early"}
+    assert out.logits.shape == (4, 5)
+
+
+@pytest.mark.parametrize("kwargs, name", [(dict(lam=-1.0), "lam"), (dict(c=-2.0), "c"), (dict(d=-0.5), "d"),
+                                          (dict(steps=0), "steps"), (dict(candidates=1), "candidates"),
+                                          (dict(norm="l1"), "norm"), (dict(overshoot=-0.1), "overshoot")])
+def test_bad_arguments_name_themselves(kwargs, name):
+    with pytest.raises(ValueError, match=rf"DeepDefense: {name}"):
+        DeepDefense(**kwargs)
+
+
+class _OnceDifferentiable(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.clamp_min(0)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * (x > 0).to(g.dtype)
+
+
+class _OnceRelu(nn.Module):
+    def forward(self, x):
+        return _OnceDifferentiable.apply(x)
+
+
+def test_a_layer_that_cannot_be_differentiated_twice_is_named(one_thread):
+    model = nn.Sequential(nn.Flatten(), nn.Linear(36, 8), _OnceRelu(), nn.Linear(8, 5))
+    with pytest.raises(ValueError, match=r"layer '2' \(_OnceRelu\)"):
+        DeepDefense(steps=2)(model, torch.rand(3, 1, 6, 6), torch.randint(0, 5, (3,)))
