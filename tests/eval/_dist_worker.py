@@ -4,8 +4,7 @@ import torch.distributed as dist
 
 from robustkit.eval import evaluate
 
-from ._attacks import MinimalSign, OneStepSign
-from ._helpers import mnist_images, small_model
+from ._helpers import mnist_images, real_attacks, small_model
 
 
 def run_rank(rank: int, world: int, rendezvous: str, out: str, n: int, batch_size: int) -> None:
@@ -13,7 +12,7 @@ def run_rank(rank: int, world: int, rendezvous: str, out: str, n: int, batch_siz
     dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
     try:
         model = small_model()
-        attacks = {"sign": OneStepSign(model, eps=0.1, random_start=True), "minimal": MinimalSign(model, iterations=6)}
-        evaluate(model, mnist_images(n), attacks, out=out, batch_size=batch_size, progress=False, report=False)
+        evaluate(model, mnist_images(n), real_attacks(model), out=out, batch_size=batch_size, progress=False,
+                 report=False)
     finally:
         dist.destroy_process_group()

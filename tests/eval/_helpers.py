@@ -1,21 +1,16 @@
-"""Shared pieces of the evaluation tests: a small seeded model, the data, and result comparison."""
-import torch
+"""Shared pieces of the evaluation tests: the tiny model and data (tests/_tiny.py), real attacks on it, and
+result comparison."""
+from robustkit.attacks import PGD, DeepFool
+from tests._tiny import mnist_images, small_lenet  # noqa: F401
 
-from robustkit.datasets import mnist
-from robustkit.models import LeNet
-
-
-def small_model(seed: int = 0) -> torch.nn.Module:
-    """A narrow LeNet with seeded random weights: enough to exercise the runner (predictions vary, attacks
-    change some of them) without training."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return LeNet(width=2).eval()
+small_model = small_lenet
 
 
-def mnist_images(n: int):
-    x, y = mnist("test")[:n]
-    return x, y
+def real_attacks(model):
+    """A fixed-budget attack whose random start makes the per-batch seeding matter (a resumed batch must draw
+    the same noise), and a minimal-norm attack (curve, eps_ref)."""
+    return {"sign": PGD(model, eps=0.1, steps=2, step_size=0.06, random_start=True),
+            "minimal": DeepFool(model, steps=6)}
 
 
 def comparable(results: dict) -> dict:

@@ -8,9 +8,8 @@ from robustkit.eval import evaluate
 from robustkit.eval.distributed import shard
 from robustkit.eval.records import record_path
 
-from ._attacks import MinimalSign, OneStepSign
 from ._dist_worker import run_rank
-from ._helpers import comparable, mnist_images, small_model
+from ._helpers import comparable, mnist_images, real_attacks, small_model
 
 
 def test_shard_assigns_every_batch_to_exactly_one_rank():
@@ -30,7 +29,6 @@ def test_two_gloo_processes_equal_one_process(tmp_path):
 
     assert torch.get_num_threads() == 1      # as in the workers (conftest), so float reductions run alike
     model = small_model()
-    attacks = {"sign": OneStepSign(model, eps=0.1, random_start=True), "minimal": MinimalSign(model, iterations=6)}
-    single = evaluate(model, mnist_images(n), attacks, out=tmp_path / "single", batch_size=batch_size,
+    single = evaluate(model, mnist_images(n), real_attacks(model), out=tmp_path / "single", batch_size=batch_size,
                       progress=False, report=False)
     assert comparable(distributed) == comparable(single)

@@ -7,19 +7,15 @@ import torch
 from robustkit.eval import evaluate, runner
 from robustkit.eval.records import read_records, record_path
 
-from ._attacks import MinimalSign, OneStepSign
-from ._helpers import comparable, small_model, mnist_images
+from robustkit.attacks import FGSM
 
-
-def _attacks(model):
-    # random_start makes the per-batch seeding matter: a resumed batch must draw the same noise
-    return {"sign": OneStepSign(model, eps=0.1, random_start=True), "minimal": MinimalSign(model, iterations=6)}
+from ._helpers import comparable, mnist_images, real_attacks, small_model
 
 
 def _run(out, n=60, **kw):
     model = small_model()
     kw.setdefault("batch_size", 20)
-    return evaluate(model, mnist_images(n), _attacks(model), out=out, progress=False, report=False, **kw)
+    return evaluate(model, mnist_images(n), real_attacks(model), out=out, progress=False, report=False, **kw)
 
 
 def test_results_json_holds_metrics_settings_versions_and_device(tmp_path):
@@ -79,7 +75,7 @@ def test_only_correct_and_per_class_filters(tmp_path):
     model = small_model()
     x, y = mnist_images(200)
     correct = model(x).argmax(1) == y
-    res = evaluate(model, (x, y), {"sign": OneStepSign(model, eps=0.05)}, out=tmp_path / "f", only_correct=True,
+    res = evaluate(model, (x, y), {"sign": FGSM(model, eps=0.05)}, out=tmp_path / "f", only_correct=True,
                    per_class=2, batch_size=16, progress=False, report=False)
     selection = json.loads((tmp_path / "f" / "run.json").read_text())["selection"]
     assert all(correct[i] for i in selection) and res["clean"]["accuracy"] == 1.0
@@ -93,8 +89,8 @@ def test_only_correct_and_per_class_filters(tmp_path):
 def test_bad_arguments_name_the_argument(tmp_path):
     model = small_model()
     with pytest.raises(ValueError, match="limit"):
-        evaluate(model, mnist_images(10), [OneStepSign(model)], out=tmp_path, limit=0)
+        evaluate(model, mnist_images(10), [FGSM(model)], out=tmp_path, limit=0)
     with pytest.raises(ValueError, match="metrics"):
-        evaluate(model, mnist_images(10), [OneStepSign(model)], out=tmp_path, metrics=["nope"])
+        evaluate(model, mnist_images(10), [FGSM(model)], out=tmp_path, metrics=["nope"])
     with pytest.raises(TypeError, match="attacks"):
         evaluate(model, mnist_images(10), {"x": object()}, out=tmp_path)
