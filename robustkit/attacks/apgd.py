@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from robustkit.attacks._apgd_core import apgd, random_start
 from robustkit.attacks.base import AttackOutput, FixedBudgetAttack
-from robustkit.attacks.dlr import LOSSES, check_classes
+from robustkit.attacks.dlr import LOSSES, check_classes, check_label_range
 from robustkit.attacks.eot import check_eot
 from robustkit.attacks.restarts import check_restarts
 
@@ -88,7 +88,7 @@ class APGD(FixedBudgetAttack):
         with torch.no_grad():
             clean = self.logits(x)
         num_classes = clean.shape[1]
-        self.check_labels(num_classes, y, target)
+        check_label_range(type(self).__name__, num_classes, y, target)
         targeted_success = target is not None
         if target is not None:
             goals = [target]

@@ -34,6 +34,14 @@ def check_classes(name: str, loss: str, num_classes: int, targeted: bool) -> Non
                          f"got {num_classes}; use loss='ce'")
 
 
+def check_label_range(name: str, num_classes: int, y: Tensor, target: Optional[Tensor]) -> None:
+    """Raises naming ``y`` (untargeted) or ``target`` when a class is ``>= num_classes`` (the models' output)."""
+    label, what = (y, "y") if target is None else (target, "target")
+    if label.numel() and int(label.max()) >= num_classes:
+        raise ValueError(f"{name}: {what} must hold classes < {num_classes} (the models' output size), "
+                         f"got {int(label.max())}")
+
+
 def ce_loss_and_grad(logits: Tensor, label: Tensor) -> Tuple[Tensor, Tensor]:
     """``CE(z, label)`` per sample and its gradient ``softmax(z) - onehot(label)``."""
     log_probs = torch.log_softmax(logits, dim=1)
