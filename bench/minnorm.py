@@ -4,74 +4,61 @@ Every method attacks the same correctly classified MNIST test images; success an
 same way for all (prediction of the returned image != label; ||adv - x||_2 over the successes).
 Correctness first: our DeepFool must agree image by image with foolbox's (the same algorithm), and
 CW.fast must break >= 99 % of the images inside the box, before anything is timed. Each method is
-warmed up on 8 images, then timed over the whole set (median of ``--repeats`` runs, taken round-robin
-over the methods, for ours and foolbox; the peers that are >10x slower run once, on ``--slow-images``).
-img/s is per second of process CPU time (robust to the shared machine's load with ``--threads 1``); the
-wall-clock rate is kept next to it. robustkit's attacks run with their default ``conv_input_grad="robustkit"``
+warmed up on 8 images, then timed over the whole set (median of ``--repeats`` rounds in rotating order,
+bench/harness.py, for ours and foolbox; the peers that are >10x slower run once, in the first round, on
+``--slow-images``). img/s is per second of process CPU time by default (robust to the shared machine's load
+with ``--threads 1``; ``--clock wall`` for elapsed time); the wall-clock rate is kept next to it, and
+``x_foolbox_paired`` is the median over rounds of the two methods' rate ratio in the same round. robustkit's attacks run with their default ``conv_input_grad="robustkit"``
 (the LeNet's first-conv input gradient on robustkit's kernel); the ``conv_input_grad=torch`` row runs PyTorch's
 kernels throughout, as the peers do.
 
-    python bench/minnorm.py [--images 256] [--slow-images 64] [--repeats 3] [--threads 2]
+    python bench/minnorm.py [--images 256] [--slow-images 64] [--repeats 3] [--threads 1]
+    python bench/minnorm.py --tiny      # 8 images (2 for the slow peers), 1 round (-> minnorm-quick.json)
 
-Writes bench/results/<label>/<output> (default cpu-2core/minnorm.json).
+Writes bench/results/<machine label>/<output> (default minnorm.json; the label is harness.machine_label(),
+``--label`` or $ROBUSTKIT_BENCH_LABEL overrides it).
 """
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import pathlib
-import platform
-import statistics
-import sys
-import time
 import warnings
 
-import numpy as np
 import torch
 
+import harness
 import robustkit as rk
-from robustkit.datasets import mnist
-from robustkit.zoo import trained_mnist_model
+from data import attack_outcome, correctly_classified, mnist_lenet
 
-RESULTS = pathlib.Path(__file__).resolve().parent / "results"
-
-
-def correctly_classified(model, count: int):
-    x, y = mnist("test")[0:4 * count]
-    with torch.no_grad():
-        keep = model(x).argmax(1) == y
-    return x[keep][:count].contiguous(), y[keep][:count].contiguous()
+#: each family's reference for the ratios
+BASE = {"deepfool": "foolbox.L2DeepFoolAttack", "cw_l2": "foolbox.L2CarliniWagnerAttack (5x100)"}
 
 
-def measure(model, x, y, adv) -> dict:
-    adv = torch.as_tensor(np.asarray(adv) if not isinstance(adv, torch.Tensor) else adv).float()
-    with torch.no_grad():
-        success = model(adv).argmax(1) != y
-    l2 = (adv - x).flatten(1).norm(dim=1)
-    in_box = bool(adv.min() >= 0 and adv.max() <= 1)
-    return {"success": success.float().mean().item(),
-            "median_l2": l2[success].median().item() if success.any() else float("nan"), "in_box": in_box}
-
-
-def timed_family(runs: dict, x, y, slow_images: int, repeats: int) -> dict:
-    """``{name: (median wall s, median process-CPU s, adv, images)}``. With one thread, CPU time is robust to
-    the shared machine's load; the repeats go round-robin over the methods, so that a change of load
-    between repeats hits ours and the peers alike. Slow methods run once, on ``slow_images`` images."""
+def timed_family(family: str, runs: dict, x, y, slow_images: int, args) -> dict:
+    """``{name: row}`` with seconds on both clocks, img/s, the paired rate ratio to foolbox and the outcome
+    (success, median L2) of the last run. Slow methods run once, in the first round, on ``slow_images``."""
     data = {name: (x[:slow_images], y[:slow_images]) if slow else (x, y) for name, (_, slow) in runs.items()}
     for name, (run, _) in runs.items():
-        run(data[name][0][:8], data[name][1][:8])  # warm-up
-    wall, cpu, adv = {name: [] for name in runs}, {name: [] for name in runs}, {}
-    for repeat in range(repeats):
-        for name, (run, slow) in runs.items():
-            if slow and repeat > 0:
-                continue
-            start, start_cpu = time.perf_counter(), time.process_time()
-            adv[name] = run(*data[name])
-            wall[name].append(time.perf_counter() - start)
-            cpu[name].append(time.process_time() - start_cpu)
-    return {name: (statistics.median(wall[name]), statistics.median(cpu[name]), adv[name], data[name][0].shape[0])
+        run(data[name][0][:args.warmup_images], data[name][1][:args.warmup_images])  # warm-up
+    adv = {}
+
+    def call(name):
+        run = runs[name][0]
+        return lambda: adv.__setitem__(name, run(*data[name]))
+
+    images = {name: data[name][0].shape[0] for name in runs}
+    t = harness.timeit({name: call(name) for name in runs}, rounds=args.repeats, warmup=0, clock=args.clock,
+                       once=[name for name, (_, slow) in runs.items() if slow])
+    seconds, wall = t.median(), t.median("wall")
+    paired = t.paired_ratios(BASE[family], per=images)
+    return {name: {"images": images[name], "seconds": seconds[name], "wall_seconds": wall[name],
+                   "rounds": t.rounds[name], "img_per_s": images[name] / seconds[name],
+                   "img_per_wall_s": images[name] / wall[name], "x_foolbox_paired": paired[name],
+                   **attack_outcome(model_of[0], x[:images[name]], y[:images[name]], adv[name])}
             for name in runs}
+
+
+#: the model attack_outcome scores with (set by main)
+model_of: list = []
 
 
 def methods(model):
@@ -131,8 +118,7 @@ def check_deepfool_matches_foolbox(model, x, y) -> dict:
         fb.PyTorchModel(model, bounds=(0, 1)), x, y, epsilons=None)[1]
     ratio = ours.l2 / (theirs - x).flatten(1).norm(dim=1)
     agree = ((ratio - 1).abs() < 1e-2).float().mean().item()
-    if agree < 0.9:
-        sys.exit(f"correctness check failed: our DeepFool L2 agrees with foolbox's on only {agree:.0%} of images")
+    harness.check_at_least("fraction of images where our DeepFool's L2 is within 1% of foolbox's", agree, 0.9)
     return {"images": x.shape[0], "frac_l2_within_1pct_of_foolbox": agree}
 
 
@@ -141,9 +127,8 @@ def check_cw_fast(model, x, y) -> dict:
     success = res.success.float().mean().item()
     in_box = bool(res.adv.min() >= 0 and res.adv.max() <= 1)
     l2_consistent = bool(torch.allclose(res.extras["l2"][res.success], res.l2[res.success], rtol=1e-4, atol=1e-5))
-    if success < 0.99 or not in_box or not l2_consistent:
-        sys.exit(f"correctness check failed: CW.fast success {success:.2f}, in box {in_box}, "
-                 f"reported L2 = measured L2: {l2_consistent}")
+    harness.check(success >= 0.99 and in_box and l2_consistent,
+                  f"CW.fast success {success:.2f}, in box {in_box}, reported L2 = measured L2: {l2_consistent}")
     return {"images": x.shape[0], "cw_fast_success": success}
 
 
@@ -151,47 +136,46 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--slow-images", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--label", default="cpu-2core")
-    parser.add_argument("--output", default="minnorm.json", help="file name under bench/results/<label>/")
+    parser.add_argument("--repeats", type=int, default=3, help="timing rounds (slow peers: the first only)")
+    harness.add_arguments(parser, threads=1, clock="cpu")
+    parser.add_argument("--output", default="minnorm", help="result name: bench/results/<label>/<output>.json")
+    parser.add_argument("--tiny", action="store_true", help="8 images, 2 for slow peers, 1 round: checks the script")
     args = parser.parse_args()
+    args.warmup_images = 8
+    if args.tiny:
+        args.images, args.slow_images, args.repeats = min(args.images, 8), min(args.slow_images, 2), 1
+        args.warmup_images = 2
+    harness.apply_arguments(args)
     warnings.filterwarnings("ignore")
-    torch.set_num_threads(args.threads)
-    model = trained_mnist_model("lenet", seed=0, progress=False).eval()
+    model = mnist_lenet()
+    model_of[:] = [model]
     x, y = correctly_classified(model, args.images)
-    report = {"command": "python " + " ".join(sys.argv), "machine": platform.platform(),
-              "load_average_1min_at_start": os.getloadavg()[0],
-              "torch": torch.__version__, "threads": args.threads, "images": args.images,
-              "slow_images": args.slow_images, "check": check_deepfool_matches_foolbox(model, x[:32], y[:32]),
-              "check_cw": check_cw_fast(model, x[:32], y[:32]),
-              "results": {}}
+    check_images = min(32, args.images)
+    notes = {"threads": torch.get_num_threads(), "clock": args.clock, "rounds": args.repeats, "images": args.images,
+             "slow_images": args.slow_images,
+             "check": check_deepfool_matches_foolbox(model, x[:check_images], y[:check_images]),
+             "check_cw": check_cw_fast(model, x[:check_images], y[:check_images])}
+    results = {}
     for family, runs in methods(model).items():
-        rows = {}
-        for name, (wall, cpu, adv, images) in timed_family(runs, x, y, args.slow_images, args.repeats).items():
-            rows[name] = {"images": images, "wall_seconds": wall, "cpu_seconds": cpu,
-                          "img_per_s": images / cpu, "img_per_wall_s": images / wall,
-                          **measure(model, x[:images], y[:images], adv)}
-            print(f"{family:8s} {name:55s} {rows[name]['img_per_s']:7.2f} img/s  success {rows[name]['success']:.3f}"
-                  f"  median L2 {rows[name]['median_l2']:.3f}  ({images} images)", flush=True)
-        report["results"][family] = rows
-    report["load_average_1min_at_end"] = os.getloadavg()[0]  # includes this run's own threads
-    print_table(report)
-    out = RESULTS / args.label / args.output
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    print(f"wrote {out}")
+        rows = timed_family(family, runs, x, y, args.slow_images, args)
+        for name, r in rows.items():
+            print(f"{family:8s} {name:55s} {r['img_per_s']:7.2f} img/s  success {r['success']:.3f}"
+                  f"  median L2 {r['median_l2']:.3f}  ({r['images']} images)", flush=True)
+        results[family] = rows
+    print_table(results)
+    name = args.output.removesuffix(".json") + ("-quick" if args.tiny else "")
+    harness.Result(name, results, notes=notes).write()
 
 
-def print_table(report: dict) -> None:
-    base = {"deepfool": "foolbox.L2DeepFoolAttack", "cw_l2": "foolbox.L2CarliniWagnerAttack (5x100)"}
-    print("\n| attack | images | img/s | x foolbox | success | median L2 | L2 / foolbox |")
-    print("|---|---|---|---|---|---|---|")
-    for family, rows in report["results"].items():
-        ref = rows[base[family]]
+def print_table(results: dict) -> None:
+    print("\n| attack | images | img/s | x foolbox | x foolbox (paired) | success | median L2 | L2 / foolbox |")
+    print("|---|---|---|---|---|---|---|---|")
+    for family, rows in results.items():
+        ref = rows[BASE[family]]
         for name, r in rows.items():
             print(f"| {name} | {r['images']} | {r['img_per_s']:.2f} | {r['img_per_s'] / ref['img_per_s']:.2f} | "
-                  f"{r['success']:.3f} | {r['median_l2']:.3f} | {r['median_l2'] / ref['median_l2']:.3f} |")
+                  f"{r['x_foolbox_paired']:.2f} | {r['success']:.3f} | {r['median_l2']:.3f} | "
+                  f"{r['median_l2'] / ref['median_l2']:.3f} |")
 
 
 if __name__ == "__main__":
