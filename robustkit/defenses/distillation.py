@@ -128,6 +128,7 @@ class AtTemperature(nn.Module):
         super().__init__()
         self.model = model
         self.temperature = check_temperature("AtTemperature", temperature)
+        self.train(model.training)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x) / self.temperature
