@@ -2,6 +2,7 @@
 from robustkit.defenses.labeler import KNNLabeler
 from robustkit.defenses.output_layer import find_output_layer, widen_output_layer
 from robustkit.defenses.retrain import Retrainer, RetrainingReport
+from robustkit.defenses.deep_defense import DeepDefense
 from robustkit.defenses.denoiser import DUNet, GuidedDenoiser
 from robustkit.defenses.hgd import HGDObjective, train_denoiser
 from robustkit.defenses.random_resize_pad import RandomResizePad
@@ -10,7 +11,8 @@ from robustkit.defenses.logit_pairing import LogitPairing
 from robustkit.defenses.distillation import AtTemperature, Distillation, TemperatureCrossEntropy, defensive_distillation
 from robustkit.defenses.parseval import Parseval, parseval_tightness
 
-__all__ = ["DUNet", "GuidedDenoiser", "KNNLabeler", "RandomResizePad", "Retrainer", "RetrainingReport", "ScoreEnsemble",
+__all__ = ["DeepDefense", "DUNet", "GuidedDenoiser", "KNNLabeler", "RandomResizePad", "Retrainer", "RetrainingReport",
+           "ScoreEnsemble",
            "HGDObjective",
            "find_output_layer", "train_denoiser", "widen_output_layer"]
 __all__ += ["LogitPairing", "Distillation", "TemperatureCrossEntropy", "AtTemperature", "defensive_distillation",

@@ -31,6 +31,7 @@ from robustkit.ops import deepfool_step
 from robustkit.training.objective import ObjectiveOutput, check_images, unwrap_model
 
 _NORMS = {"l2": 2.0, "linf": float("inf")}
+_JACOBIANS = ("loop", "batched")
 
 
 def _number(owner: str, name: str, value, *, minimum: float = 0.0) -> float:
@@ -49,6 +50,10 @@ class DeepDefense:
         overshoot: DeepFool's eta: ``dx = (1 + overshoot) * sum_i r_i``.
         candidates: classes considered, the predicted one included (10 in the seed); ``None`` for all.
         norm: ``"l2"`` (the seed's rho_2) or ``"linf"``.
+        jacobian: how the candidates' input gradients are taken: ``"loop"``, one ``create_graph`` backward per
+            candidate (fastest on convolutional models on CPU: PyTorch's vmap has no batching rule for their
+            double backward), or ``"batched"``, one vmapped backward over all candidates
+            (``is_grads_batched``; 1.3x faster on the seed's MLP on CPU, ``bench/deep_defense.py``).
 
     The model runs in eval mode while the objective is computed, and its train/eval flags are restored
     afterwards: BatchNorm is frozen during fine-tuning, as in the authors' code, and dropout is off, so that
@@ -59,7 +64,8 @@ class DeepDefense:
     """
 
     def __init__(self, lam: float = 15.0, c: float = 25.0, d: float = 5.0, *, steps: int = 5,
-                 overshoot: float = 0.02, candidates: Optional[int] = 10, norm: str = "l2"):
+                 overshoot: float = 0.02, candidates: Optional[int] = 10, norm: str = "l2",
+                 jacobian: str = "loop"):
         self.lam = _number("DeepDefense", "lam", lam)
         self.c = _number("DeepDefense", "c", c)
         self.d = _number("DeepDefense", "d", d)
@@ -71,7 +77,9 @@ class DeepDefense:
             raise ValueError(f"DeepDefense: candidates must be an int >= 2 or None, got {candidates!r}")
         if norm not in _NORMS:
             raise ValueError(f"DeepDefense: norm must be one of {tuple(_NORMS)}, got {norm!r}")
-        self.steps, self.candidates, self.norm = steps, candidates, norm
+        if jacobian not in _JACOBIANS:
+            raise ValueError(f"DeepDefense: jacobian must be one of {_JACOBIANS}, got {jacobian!r}")
+        self.steps, self.candidates, self.norm, self.jacobian = steps, candidates, norm, jacobian
         self._checked: set = set()
 
     def __repr__(self) -> str:
@@ -151,12 +159,21 @@ class DeepDefense:
         others = logits.scatter(1, pred.unsqueeze(1), float("-inf"))
         return others.topk(count - 1, dim=1).indices
 
-    @staticmethod
-    def _linearize(x_a: Tensor, logits: Tensor, rows: Tensor, pred: Tensor,
+    def _linearize(self, x_a: Tensor, logits: Tensor, rows: Tensor, pred: Tensor,
                    classes: Tensor) -> Tuple[Tensor, Tensor]:
         """``f [Ba, K]`` and ``w [Ba, K, D]`` of the rows ``rows`` of ``logits``, with the graph kept."""
         sel = logits[rows]
         f = sel.gather(1, classes) - sel.gather(1, pred.unsqueeze(1))
+        if self.jacobian == "batched":
+            # cotangent k puts +1 on each row's candidate k and -1 on its prediction: its vmapped backward is
+            # the gradient of f[:, k] (rows outside ``rows`` get zero cotangents)
+            count = f.shape[1]
+            cot = logits.new_zeros(count, *logits.shape)
+            index = torch.arange(count, device=logits.device)
+            cot[index.view(-1, 1), rows.view(1, -1), classes.t()] += 1
+            cot[index.view(-1, 1), rows.view(1, -1), pred.view(1, -1).expand(count, -1)] -= 1
+            (g,) = torch.autograd.grad(logits, x_a, grad_outputs=cot, is_grads_batched=True, create_graph=True)
+            return f, g[:, rows].flatten(2).transpose(0, 1)
         ws: List[Tensor] = []
         for k in range(f.shape[1]):
             (g,) = torch.autograd.grad(f[:, k].sum(), x_a, create_graph=True, retain_graph=True)

@@ -2,9 +2,10 @@
 ResNet-18. All take images in [0, 1] and return logits; each normalises its input itself
 (``normalize=True``, constants not stored in the state dict). Architectures only: training lives in
 :mod:`robustkit.training`, cached trained models in :mod:`robustkit.zoo`."""
+from robustkit.models.deep_defense_nets import CaffeLeNet, DeepDefenseMLP
 from robustkit.models.mnist import MLP, MNIST_MEAN, MNIST_MODELS, MNIST_STD, ConvNet, LeNet, VGGSmall
 from robustkit.models.resnet import (CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD, ResNet18Cifar, ResNet50,
                                      resnet50)
 
-__all__ = ["MLP", "LeNet", "ConvNet", "VGGSmall", "MNIST_MODELS", "ResNet50", "resnet50", "ResNet18Cifar",
+__all__ = ["CaffeLeNet", "DeepDefenseMLP", "MLP", "LeNet", "ConvNet", "VGGSmall", "MNIST_MODELS", "ResNet50", "resnet50", "ResNet18Cifar",
            "MNIST_MEAN", "MNIST_STD", "CIFAR10_MEAN", "CIFAR10_STD", "IMAGENET_MEAN", "IMAGENET_STD"]

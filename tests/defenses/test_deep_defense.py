@@ -83,7 +83,8 @@ def test_batchnorm_statistics_frozen_and_metrics(one_thread):
 
 @pytest.mark.parametrize("kwargs, name", [(dict(lam=-1.0), "lam"), (dict(c=-2.0), "c"), (dict(d=-0.5), "d"),
                                           (dict(steps=0), "steps"), (dict(candidates=1), "candidates"),
-                                          (dict(norm="l1"), "norm"), (dict(overshoot=-0.1), "overshoot")])
+                                          (dict(norm="l1"), "norm"), (dict(overshoot=-0.1), "overshoot"),
+                                          (dict(jacobian="vmap"), "jacobian")])
 def test_bad_arguments_name_themselves(kwargs, name):
     with pytest.raises(ValueError, match=rf"DeepDefense: {name}"):
         DeepDefense(**kwargs)
@@ -111,3 +112,18 @@ def test_a_layer_that_cannot_be_differentiated_twice_is_named(one_thread):
     model = nn.Sequential(nn.Flatten(), nn.Linear(36, 8), _OnceRelu(), nn.Linear(8, 5))
     with pytest.raises(ValueError, match=r"layer '2' \(_OnceRelu\)"):
         DeepDefense(steps=2)(model, torch.rand(3, 1, 6, 6), torch.randint(0, 5, (3,)))
+
+
+@pytest.mark.parametrize("make", [_mlp, _cnn], ids=["mlp", "cnn-maxpool"])
+def test_batched_jacobian_equals_loop(make, one_thread):
+    torch.manual_seed(2)
+    model = make().double().eval()
+    x = torch.rand(5, 1, 6, 6, dtype=torch.float64)
+    y = torch.randint(0, 5, (5,))
+    loop = DeepDefense(steps=3, candidates=4)(model, x, y).loss
+    batched = DeepDefense(steps=3, candidates=4, jacobian="batched")(model, x, y).loss
+    torch.testing.assert_close(batched, loop, rtol=1e-12, atol=1e-12)
+    g_loop = torch.autograd.grad(loop, list(model.parameters()))
+    g_batched = torch.autograd.grad(batched, list(model.parameters()))
+    for a, b in zip(g_batched, g_loop):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
