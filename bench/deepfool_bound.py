@@ -19,31 +19,25 @@ robustkit's kernel (the attacks' default) is what lifts it. This script shows wh
    the boundary in fewer linearisations. The script reports speed and median L2 for each s.
 
     python bench/deepfool_bound.py [--images 256] [--repeats 3]
+    python bench/deepfool_bound.py --tiny      # 16 images, 1 round, two step scales (-> deepfool_bound-quick.json)
 
-Uses 1 thread and process CPU time, like bench/minnorm.py. Writes
-bench/results/cpu-2core/deepfool_bound.json.
+Uses 1 thread and process CPU time, like bench/minnorm.py; the methods (and the sweep's scales with foolbox)
+are timed in rotating rounds (bench/harness.py). Writes bench/results/<machine label>/deepfool_bound.json.
 """
 from __future__ import annotations
 
 import argparse
-import json
-import pathlib
-import statistics
-import sys
-import time
 import warnings
 
 import torch
 from torch import Tensor, nn
 
+import harness
 import robustkit as rk
+from data import attack_outcome as measure
+from data import correctly_classified, mnist_lenet
 from robustkit.attacks._conv_routing import routed_convolutions
-from robustkit.zoo import trained_mnist_model
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from minnorm import correctly_classified, measure  # noqa: E402
-
-RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 SCALES = (1.0, 1.05, 1.1, 1.2, 1.3, 1.5, 2.0)
 
 
@@ -60,13 +54,8 @@ class ScaledStepDeepFool(rk.attacks.DeepFool):
 
 
 def cpu_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.process_time()
-        fn()
-        times.append(time.process_time() - start)
-    return statistics.median(times)
+    """Median process CPU seconds of ``fn`` over ``repeats`` calls after one warm-up call."""
+    return harness.timeit({"fn": fn}, rounds=repeats, warmup=1, clock="cpu").median()["fn"]
 
 
 def count_work(model: nn.Module, run) -> dict:
@@ -131,14 +120,18 @@ def conv_layer_costs(model: nn.Module, x: Tensor, repeats: int) -> list:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--label", default="cpu-2core")
+    parser.add_argument("--repeats", type=int, default=3, help="timing rounds")
+    parser.add_argument("--tiny", action="store_true", help="16 images, 1 round, step scales 1 and 1.5")
+    harness.add_arguments(parser, threads=1, clock="cpu")
     args = parser.parse_args()
+    scales = (1.0, 1.5) if args.tiny else SCALES
+    if args.tiny:
+        args.images, args.repeats = min(args.images, 16), 1
+    harness.apply_arguments(args)
     warnings.filterwarnings("ignore")
-    torch.set_num_threads(1)
     import foolbox as fb
 
-    model = trained_mnist_model("lenet", seed=0, progress=False).eval()
+    model = mnist_lenet()
     x, y = correctly_classified(model, args.images)
     fmodel = fb.PyTorchModel(model, bounds=(0, 1))
     foolbox_attack = fb.attacks.L2DeepFoolAttack(steps=50, candidates=10, overshoot=0.02)
@@ -146,19 +139,21 @@ def main() -> None:
             "robustkit.DeepFool (torch conv)": lambda: rk.attacks.DeepFool(model, conv_input_grad="torch")(x, y),
             "foolbox.L2DeepFoolAttack": lambda: foolbox_attack(fmodel, x, y, epsilons=None)[1]}
 
-    report = {"command": "python " + " ".join(sys.argv), "torch": torch.__version__, "threads": 1,
-              "images": args.images, "conv_layers": conv_layer_costs(model, x, args.repeats), "methods": {},
+    report = {"threads": torch.get_num_threads(), "clock": args.clock, "rounds": args.repeats, "images": args.images, "conv_layers": conv_layer_costs(model, x, args.repeats), "methods": {},
               "costs": {kernels: per_image_costs(model, x, args.repeats, routed=kernels == "robustkit")
                         for kernels in ("torch", "robustkit")}}
+    timings = harness.timeit(runs, rounds=args.repeats, warmup=1, clock=args.clock)
+    method_seconds = timings.median()
+    report["paired_speedup_vs_foolbox"] = timings.paired_ratios("foolbox.L2DeepFoolAttack")
     for name, run in runs.items():
         costs = report["costs"]["torch" if "torch conv" in name or name.startswith("foolbox") else "robustkit"]
         work = count_work(model, run)
-        seconds = cpu_seconds(run, args.repeats)
+        seconds = method_seconds[name]
         model_seconds = (work["forward_images"] * costs["forward_s_per_image"]
                          + work["backward_images"] * costs["backward_s_per_image"])
         report["methods"][name] = {**work, "seconds": seconds, "model_seconds": model_seconds,
                                    "model_share": model_seconds / seconds, **measure(model, x, y, run())}
-    ours, theirs = report["methods"]["robustkit.DeepFool"], report["methods"]["foolbox.L2DeepFoolAttack"]
+    theirs = report["methods"]["foolbox.L2DeepFoolAttack"]
     # The least model work DeepFool's iterations need: per sample and iteration, one forward and one backward
     # per candidate (9), plus the forward that finds it adversarial. What we count above is a little more:
     # samples that finish in an iteration ride through its backwards (see deepfool.py).
@@ -169,17 +164,20 @@ def main() -> None:
                                              + least["backward_images"] * costs["backward_s_per_image"])
         report[f"bound_speedup_{kernels}_kernels"] = theirs["seconds"] / least[f"model_seconds_{kernels}"]
     report["least_model_work"] = least
-    report["measured_speedup"] = theirs["seconds"] / ours["seconds"]
-    report["measured_speedup_torch_conv"] = (theirs["seconds"]
-                                             / report["methods"]["robustkit.DeepFool (torch conv)"]["seconds"])
+    report["measured_speedup"] = report["paired_speedup_vs_foolbox"]["robustkit.DeepFool"]
+    report["measured_speedup_torch_conv"] = report["paired_speedup_vs_foolbox"]["robustkit.DeepFool (torch conv)"]
 
     sweep = []
-    for scale in SCALES:
-        attack = ScaledStepDeepFool(model, scale)
-        seconds = cpu_seconds(lambda: attack(x, y), args.repeats)
+    scaled = {scale: ScaledStepDeepFool(model, scale) for scale in scales}
+    sweep_timings = harness.timeit({"foolbox": runs["foolbox.L2DeepFoolAttack"],
+                                    **{f"scale {s}": (lambda a: lambda: a(x, y))(a) for s, a in scaled.items()}},
+                                   rounds=args.repeats, warmup=1, clock=args.clock)
+    sweep_seconds, sweep_speedup = sweep_timings.median(), sweep_timings.paired_ratios("foolbox")
+    for scale, attack in scaled.items():
+        seconds = sweep_seconds[f"scale {scale}"]
         result = attack.run(x, y)
         stats = measure(model, x, y, result.adv)
-        sweep.append({"scale": scale, "seconds": seconds, "speedup_vs_foolbox": theirs["seconds"] / seconds,
+        sweep.append({"scale": scale, "seconds": seconds, "speedup_vs_foolbox": sweep_speedup[f"scale {scale}"],
                       "mean_iterations": result.steps.float().mean().item(), **stats,
                       "l2_over_foolbox": stats["median_l2"] / theirs["median_l2"]})
     report["step_scale_sweep"] = sweep
@@ -205,10 +203,8 @@ def main() -> None:
     for row in sweep:
         print(f"{row['scale']:10.2f} {row['speedup_vs_foolbox']:10.2f} {row['mean_iterations']:11.2f} "
               f"{row['success']:8.3f} {row['median_l2']:10.3f} {row['l2_over_foolbox']:13.3f}")
-    out = RESULTS / args.label / "deepfool_bound.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    print(f"wrote {out}")
+    rows = report.pop("methods")
+    harness.Result("deepfool_bound" + ("-quick" if args.tiny else ""), rows, notes=report).write()
 
 
 if __name__ == "__main__":
