@@ -11,6 +11,7 @@ margin (C&W) or on ``z / T`` are not fooled (see docs/defenses.md).
 from __future__ import annotations
 
 import math
+import os
 from typing import Callable, Optional
 
 import torch
@@ -147,7 +148,7 @@ def defensive_distillation(make_model: Callable[[], nn.Module], train_data, temp
         teacher: an already trained teacher (trained at ``temperature``) to skip step 2.
         return_teacher: return ``(student, teacher)`` instead of the student alone.
         **fit_kwargs: passed to both :func:`robustkit.training.fit` calls (``lr``, ``batch_size``, ``seed``,
-            ``optimizer``, ``device``, ...).
+            ``optimizer``, ``device``, ...); a ``checkpoint_dir`` gets ``teacher/`` and ``student/`` inside.
 
     Example::
 
@@ -163,13 +164,20 @@ def defensive_distillation(make_model: Callable[[], nn.Module], train_data, temp
     for name, value in (("epochs", epochs), ("teacher_epochs", teacher_epochs)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ValueError(f"defensive_distillation: {name} must be an int >= 1, got {value!r}")
+    checkpoint_dir = fit_kwargs.pop("checkpoint_dir", None)
+
+    def stage_kwargs(stage: str) -> dict:
+        # two runs, two checkpoint folders: fit refuses a folder that holds another run's checkpoint
+        return dict(fit_kwargs, checkpoint_dir=None if checkpoint_dir is None else os.path.join(checkpoint_dir, stage))
+
     if teacher is None:
         teacher = make_model()
         fit(teacher, train_data, objective=TemperatureCrossEntropy(temperature),
-            epochs=teacher_epochs or epochs, **fit_kwargs)
+            epochs=teacher_epochs or epochs, **stage_kwargs("teacher"))
     teacher.eval()
     student = make_model()
-    fit(student, train_data, objective=Distillation(teacher, temperature=temperature), epochs=epochs, **fit_kwargs)
+    fit(student, train_data, objective=Distillation(teacher, temperature=temperature), epochs=epochs,
+        **stage_kwargs("student"))
     student.eval()
     return (student, teacher) if return_teacher else student
 
