@@ -7,9 +7,11 @@ correctly classified images, as on MNIST). The images are the 100 real ImageNet 
 sample (``.data/`` or ``../shared/data/``) when present (cycled up to ``--images``), seeded noise otherwise.
 The ratios, success and median L2 compare the methods on the same model and images.
 
-Correctness first: our DeepFool's L2 must equal foolbox's within 1% on >= 90% of the images (the same
-algorithm), and every method's adversarials must lie in [0, 1]. Then each method is timed, round-robin, with
-the device synchronised around each call: median wall seconds of ``--repeats``.
+Correctness first: each method runs once (its warm-up), and our DeepFool's L2 must equal foolbox's within 1%
+on >= 90% of the images (the same algorithm) and every method's adversarials must lie in [0, 1]; a failed
+check exits with status 1 before anything is timed. Then each method is timed in rotating rounds
+(bench/harness.py) with the device synchronised around each call: median wall seconds of ``--repeats``, and
+the paired ratio to foolbox (median over rounds of the two calls' time ratio).
 
     python bench/minnorm_gpu.py                       # cuda, 64 images, -> bench/results/<gpu name>/minnorm_gpu.json
     python bench/minnorm_gpu.py --device cpu --tiny   # checks the code path on CPU (32 px, 4 images, short runs)
@@ -20,57 +22,14 @@ wheels (and the data) ready to carry, and ``bench/gpu_session.sh minnorm`` insta
 from __future__ import annotations
 
 import argparse
-import json
-import pathlib
-import statistics
-import sys
-import time
 import warnings
 
 import torch
 
+import harness
 import robustkit as rk
-from robustkit.models import resnet50
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from _common import environment, machine_label  # noqa: E402
-from minnorm import measure  # noqa: E402
-
-RESULTS = pathlib.Path(__file__).resolve().parent / "results"
-REPO = pathlib.Path(__file__).resolve().parents[1]
-# the carried copy (tools/fetch_gpu_wheels.sh) on the GPU machines, the shared data beside the checkout here
-SAMPLE = next((p for p in (REPO / ".data" / "imagenet-sample", REPO.parent / "shared" / "data" / "imagenet-sample")
-               if p.is_dir()), REPO / ".data" / "imagenet-sample")
-
-
-def images(count: int, size: int) -> tuple:
-    """``count`` images in [0, 1] at ``size`` px: the ImageNet sample, cycled, or seeded noise."""
-    if SAMPLE.is_dir():
-        from robustkit.datasets import imagenet_folder
-        data = imagenet_folder(SAMPLE / "val", classes_file=SAMPLE / "classes.txt", crop_size=size,
-                               resize_size=max(size, size * 8 // 7))
-        return torch.stack([data[i % len(data)][0] for i in range(count)]), "imagenet-sample"
-    generator = torch.Generator().manual_seed(0)
-    return torch.rand(count, 3, size, size, generator=generator), "seeded noise"
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_round_robin(runs: dict, x, y, repeats: int, device: torch.device) -> dict:
-    """``{name: (median wall seconds, adversarials)}``, one warm-up call each on the whole batch."""
-    adv = {name: run(x, y) for name, run in runs.items()}
-    seconds = {name: [] for name in runs}
-    for _ in range(repeats):
-        for name, run in runs.items():
-            sync(device)
-            start = time.perf_counter()
-            adv[name] = run(x, y)
-            sync(device)
-            seconds[name].append(time.perf_counter() - start)
-    return {name: (statistics.median(s), adv[name]) for name, s in seconds.items()}
+from data import attack_outcome as measure
+from data import imagenet_images, random_resnets
 
 
 def main() -> None:
@@ -80,7 +39,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tiny", action="store_true", help="32 px, 4 images, DeepFool 5 steps, C&W 2x10")
-    parser.add_argument("--label", default=None, help="folder under bench/results/ (default: the device's name)")
+    harness.add_arguments(parser, threads=None, clock="wall")
     args = parser.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("minnorm_gpu: no CUDA device here; --device cpu --tiny checks the code path on CPU")
@@ -90,15 +49,15 @@ def main() -> None:
         raise SystemExit("minnorm_gpu: foolbox is the baseline and is not installed (see this script's docstring)")
     warnings.filterwarnings("ignore")
     device = torch.device(args.device)
-    if device.type == "cpu":
-        torch.set_num_threads(1)
+    if device.type == "cpu":  # a code-path check: one thread keeps a shared CPU from stalling it
+        args.threads = 1
+    harness.apply_arguments(args, device)
     if args.tiny:
         args.images, args.image_size, args.repeats = 4, 32, 1
     df_steps, cw_rounds, cw_steps = (5, 2, 10) if args.tiny else (50, 5, 100)
 
-    torch.manual_seed(0)
-    model = resnet50().eval().to(device)
-    x, source = images(args.images, args.image_size)
+    (model,) = random_resnets(1, device)
+    x, _, source = imagenet_images(args.images, args.image_size)
     x = x.to(device)
     with torch.no_grad():
         y = model(x).argmax(1)  # random weights: the model's own prediction is the label to move away from
@@ -118,41 +77,39 @@ def main() -> None:
             f"foolbox.L2CarliniWagnerAttack ({cw_rounds}x{cw_steps})": fb_run(fb.attacks.L2CarliniWagnerAttack(
                 binary_search_steps=cw_rounds, steps=cw_steps))}),
     }
-    report = {**environment(), "device": str(device), "images": args.images, "image_size": args.image_size,
+    report = {"device": str(device), "images": args.images, "image_size": args.image_size,
               "image_source": source, "model": "robustkit.models.resnet50(), seeded random weights",
-              "results": {}}
+              "rounds": args.repeats}
+    results = {}
     for family, (baseline, runs) in families.items():
-        timed = time_round_robin(runs, x, y, args.repeats, device)
-        rows = {}
-        for name, (seconds, adv) in timed.items():
-            rows[name] = {"seconds": seconds, "img_per_s": args.images / seconds,
-                          **measure(model, x, y, adv.detach())}
-            if not rows[name]["in_box"]:
-                raise SystemExit(f"minnorm_gpu: {name} returned images outside [0, 1]")
+        # correctness first: one call each (the warm-up), checked before any timing
+        adv = {name: run(x, y).detach() for name, run in runs.items()}
+        outcome = {name: measure(model, x, y, a) for name, a in adv.items()}
+        for name, o in outcome.items():
+            harness.check(o["in_box"], f"minnorm_gpu: {name} returned images outside [0, 1]")
         if family == "deepfool":
-            ours, theirs = timed["robustkit.DeepFool"][1], timed["foolbox.L2DeepFoolAttack"][1]
+            ours, theirs = adv["robustkit.DeepFool"], adv["foolbox.L2DeepFoolAttack"]
             ratio = (ours - x).flatten(1).norm(dim=1) / (theirs - x).flatten(1).norm(dim=1).clamp_min(1e-12)
             agree = ((ratio - 1).abs() < 1e-2).float().mean().item()
-            report["deepfool_l2_within_1pct_of_foolbox"] = agree
-            if agree < 0.9:
-                raise SystemExit(f"minnorm_gpu: our DeepFool's L2 agrees with foolbox's on only {agree:.0%}")
+            report["deepfool_l2_within_1pct_of_foolbox"] = harness.check_at_least(
+                "fraction of images where our DeepFool's L2 is within 1% of foolbox's", agree, 0.9)
+        t = harness.timeit({name: (lambda r: lambda: r(x, y))(run) for name, run in runs.items()},
+                           rounds=args.repeats, warmup=0, clock=args.clock, device=device)
+        seconds, paired = t.median(), t.paired_ratios(baseline)
+        rows = {name: {"seconds": seconds[name], "rounds": t.rounds[name], "img_per_s": args.images / seconds[name],
+                       "x_foolbox": paired[name], **outcome[name]} for name in runs}
         ref = rows[baseline]
         for row in rows.values():
-            row["x_foolbox"] = row["img_per_s"] / ref["img_per_s"]
             row["l2_over_foolbox"] = row["median_l2"] / ref["median_l2"]
-        report["results"][family] = rows
+        results[family] = rows
 
     print(f"\nResNet-50 {args.image_size} px, {args.images} images ({source}), {device}")
-    print("| attack | img/s | x foolbox | success | median L2 | L2 / foolbox |\n|---|---|---|---|---|---|")
-    for rows in report["results"].values():
+    print("| attack | img/s | x foolbox (paired) | success | median L2 | L2 / foolbox |\n|---|---|---|---|---|---|")
+    for rows in results.values():
         for name, r in rows.items():
             print(f"| {name} | {r['img_per_s']:.2f} | {r['x_foolbox']:.2f} | {r['success']:.3f} | "
                   f"{r['median_l2']:.3f} | {r['l2_over_foolbox']:.3f} |")
-    label = args.label or ("cpu-tiny" if args.tiny else machine_label(device.type))
-    out = RESULTS / label / ("minnorm_gpu_tiny.json" if args.tiny else "minnorm_gpu.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    print(f"wrote {out}")
+    harness.Result("minnorm_gpu" + ("_tiny" if args.tiny else ""), results, notes=report, device=device).write()
 
 
 if __name__ == "__main__":
