@@ -8,8 +8,12 @@ Compared in the same run with
 Correctness first: the runner's adversarial predictions on a batch equal a direct ``PGD.run`` seeded as the
 runner seeds it, and every perturbation respects eps.
 
+The three run in rotating rounds (bench/harness.py, wall clock by default, the device synchronised around
+each call); ``vs floor`` is the paired ratio (median over rounds of the floor's time over the method's).
+
     OMP_NUM_THREADS=1 python bench/eval_throughput.py --repeats 5     # CPU: ResNet-50 at 32 px, 8 images
-    python bench/eval_throughput.py --device cuda --image-size 224 --images 512 --batch-size 128 --label h100
+    python bench/eval_throughput.py --tiny                            # LeNet, 8 images, 3 steps, 1 round
+    python bench/eval_throughput.py --device cuda --image-size 224 --images 512 --batch-size 128
     # several GPUs: torchrun --nproc-per-node 8 -m robustkit eval --model robustkit.models:resnet50 \
     #     --data imagenet:DIR --attack pgd --eps 4/255 --steps 10 --device cuda --out DIR
 """
@@ -17,21 +21,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import pathlib
-import statistics
-import sys
 import tempfile
-import time
 
 import torch
 
+import harness
+from data import IMAGENET_SAMPLE as SAMPLE
 from robustkit.attacks import PGD
 from robustkit.eval import batch_seed, evaluate
 from robustkit.models import LeNet, resnet50
-
-REPO = pathlib.Path(__file__).resolve().parents[1]
-SAMPLE = REPO.parent / "shared" / "data" / "imagenet-sample"
 
 
 def _data(args):
@@ -53,19 +52,6 @@ def _model(args):
     return (resnet50() if args.model == "resnet50" else LeNet()).eval().to(args.device)
 
 
-def _sync(device):
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
-
-
-def _timed(fn, device) -> float:
-    _sync(device)
-    start = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - start
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=("resnet50", "lenet"), default="resnet50")
@@ -75,9 +61,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--eps", type=float, default=4 / 255)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--label", default="cpu-2core")
+    parser.add_argument("--repeats", type=int, default=3, help="timing rounds")
+    parser.add_argument("--tiny", action="store_true", help="LeNet at 28 px, 8 images, 3 steps, 1 round")
+    harness.add_arguments(parser, threads=None, clock="wall")
     args = parser.parse_args()
+    if args.tiny:
+        args.model, args.image_size, args.images, args.steps, args.repeats = "lenet", 28, 8, 3, 1
+        args.batch_size = min(args.batch_size, 4)
+    harness.apply_arguments(args, args.device)
 
     model = _model(args)
     x, y = _data(args)
@@ -97,8 +88,9 @@ def main() -> None:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(direct.seed)
         expected = direct.run(*batches[0])
-    assert record["attacks"]["pgd"]["pred"] == expected.logits.argmax(1).tolist(), "runner differs from PGD.run"
-    assert max(record["attacks"]["pgd"]["linf"]) <= args.eps + 1e-6, "perturbation exceeds eps"
+    harness.check(record["attacks"]["pgd"]["pred"] == expected.logits.argmax(1).tolist(),
+                  "the runner's adversarial predictions differ from PGD.run seeded as the runner seeds it")
+    harness.check(max(record["attacks"]["pgd"]["linf"]) <= args.eps + 1e-6, "a perturbation exceeds eps")
 
     # ---- timings (first call of each is the warm-up)
     def floor():
@@ -120,33 +112,22 @@ def main() -> None:
                      device=args.device, progress=False, report=False, examples=0, metrics=())
 
     candidates = {"model-only floor": floor, "PGD.run loop": plain_loop, "evaluate()": runner}
-    for fn in candidates.values():
-        fn()                                                  # warm-up
-    times = {name: [] for name in candidates}
-    for _ in range(args.repeats):                             # interleaved, so a load change hits all alike
-        for name, fn in candidates.items():
-            times[name].append(_timed(fn, args.device))
-    rows = {name: {"seconds": statistics.median(t), "images_per_second": len(x) / statistics.median(t),
-                   "all_seconds": t} for name, t in times.items()}
-    floor_ips = rows["model-only floor"]["images_per_second"]
+    t = harness.timeit(candidates, rounds=args.repeats, warmup=1, clock=args.clock, device=args.device)
+    seconds, vs_floor = t.median(), t.paired_ratios("model-only floor")
+    rows = {name: {"seconds": seconds[name], "images_per_second": len(x) / seconds[name],
+                   "all_seconds": t.rounds[name], "fraction_of_floor": vs_floor[name]} for name in candidates}
     print(f"PGD-{args.steps}, eps={args.eps:.5g}, {args.model} at {args.image_size} px, {len(x)} images, "
           f"batch {args.batch_size}, {args.device}, torch threads {torch.get_num_threads()}")
     print(f"{'':20}{'img/s':>10}{'vs floor':>10}")
     for name, row in rows.items():
-        row["fraction_of_floor"] = row["images_per_second"] / floor_ips
         print(f"{name:20}{row['images_per_second']:10.2f}{row['fraction_of_floor']:10.2f}")
-    overhead = rows["PGD.run loop"]["images_per_second"] / rows["evaluate()"]["images_per_second"] - 1
+    overhead = t.paired_ratios("evaluate()")["PGD.run loop"] - 1  # median of t_evaluate / t_loop, minus 1
     print(f"runner overhead over the plain loop: {100 * overhead:.1f}%")
-    out = REPO / "bench" / "results" / args.label / "eval_throughput.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"command": "python " + " ".join(sys.argv), "settings": vars(args),
-                               "env": {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")},
-                               "load_average": os.getloadavg(),
-                               "torch": torch.__version__, "threads": torch.get_num_threads(),
-                               "correctness": "runner predictions == PGD.run; linf <= eps", "results": rows,
-                               "runner_overhead": overhead, "model_weights": "random (seed 0)",
-                               "clean_accuracy": res["clean"]["accuracy"]}, indent=1))
-    print(f"wrote {out}")
+    settings = {k: v for k, v in vars(args).items() if k != "label"}
+    harness.Result("eval_throughput" + ("-quick" if args.tiny else ""), rows, notes={
+        "settings": settings, "clock": args.clock, "correctness": "runner predictions == PGD.run; linf <= eps",
+        "runner_overhead": overhead, "model_weights": "random (seed 0)",
+        "clean_accuracy": res["clean"]["accuracy"]}, device=args.device).write()
 
 
 if __name__ == "__main__":
