@@ -8,28 +8,23 @@ directly by signed-gradient ascent on the same "prediction" loss (step eps/20, N
 projected onto the eps ball), i.e. what the budget allows a universal perturbation on this model.
 
     python bench/gap.py --eps 0.0392 0.1 0.2 0.3 --epochs 8 --lr 2e-3 --loss least_likely prediction
+    python bench/gap.py --direct-epochs 8 --name gap_mnist_direct
+    python bench/gap.py --tiny      # one budget, one loss, 1 epoch on 128 images (-> gap_mnist-quick.json)
+
+Writes bench/results/<machine label>/<name>.json (default gap_mnist) after every curve, so an interrupted run
+keeps what it finished.
 """
 from __future__ import annotations
 
 import argparse
-import json
-import pathlib
-import sys
 import time
 
 import torch
 
+import harness
+from data import mnist_lenet, mnist_split, predict
 from robustkit.attacks import GAP
-from robustkit.datasets import mnist
 from robustkit.metrics import fooling_ratio
-from robustkit.zoo import trained_mnist_model
-
-OUT = pathlib.Path(__file__).resolve().parents[1] / "bench" / "results" / "cpu-2core" / "gap_mnist.json"
-
-
-def predict(model, x, batch=1000):
-    with torch.no_grad():
-        return torch.cat([model(x[i:i + batch]).argmax(1) for i in range(0, x.shape[0], batch)])
 
 
 def direct_universal(model, x_fit, eps, epochs, batch=250):
@@ -61,14 +56,20 @@ def main():
     parser.add_argument("--n-test", type=int, default=2000)
     parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--blocks", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--direct-epochs", type=int, default=0, help="also the directly optimised reference")
-    parser.add_argument("--out", type=pathlib.Path, default=OUT)
+    parser.add_argument("--name", default="gap_mnist", help="result name: bench/results/<label>/<name>.json")
+    parser.add_argument("--tiny", action="store_true", help="eps 0.1, loss prediction, 1 epoch, 128 fit images")
+    harness.add_arguments(parser, threads=1, clock="cpu")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    model = trained_mnist_model("lenet", progress=False).eval()
-    x_fit = mnist("train").tensors[0][:args.n_fit]
-    x_test = mnist("test").tensors[0][:args.n_test]
+    if args.tiny:
+        args.eps, args.loss, args.lr, args.epochs = [0.1], ["prediction"], args.lr[:1], 1
+        args.n_fit, args.n_test, args.width, args.blocks = 128, 256, 4, 1
+        args.direct_epochs = min(args.direct_epochs, 1)
+        args.name += "-quick"
+    harness.apply_arguments(args)
+    model = mnist_lenet()
+    x_fit = mnist_split("train")[0][:args.n_fit]
+    x_test = mnist_split("test")[0][:args.n_test]
     batches = [x_fit[i:i + 64] for i in range(0, x_fit.shape[0], 64)]
     clean = predict(model, x_test)
     rows = []
@@ -97,10 +98,8 @@ def main():
                     batches, epochs=args.epochs, lr=lr, progress=False, on_epoch_end=record)
                 rows.append({"eps": eps, "loss": loss, "lr": lr, "random_sign_fooling_ratio": random,
                              "curve": curve})
-                args.out.parent.mkdir(parents=True, exist_ok=True)
-                args.out.write_text(json.dumps({"command": "python " + " ".join(sys.argv), "n_fit": args.n_fit,
-                                                "n_test": args.n_test, "width": args.width, "blocks": args.blocks,
-                                                "rows": rows}, indent=2) + "\n")
+                harness.Result(args.name, rows, notes={"n_fit": args.n_fit, "n_test": args.n_test,
+                                                       "width": args.width, "blocks": args.blocks}).write()
     for r in rows:
         if "curve" not in r:
             continue
