@@ -139,3 +139,133 @@ def test_transfer_command_writes_the_matrix(tmp_path, capsys):
     assert main(["transfer", "--sources", lenet, "--targets", mlp, "--attack", "fgsm", "--attack", "pgd",
                  "--out", str(tmp_path / "two")]) == 2
     assert "transfer takes one attack" in capsys.readouterr().err
+
+
+# ---- weights are applied or refused for every model spec ----------------------------------------------------
+
+def _clean_accuracy(out):
+    return json.loads((out / "results.json").read_text())["clean"]["accuracy"]
+
+
+def _eval(model, out, *extra):
+    return main(["eval", "--model", model, "--data", "mnist", "--attack", "fgsm", "--eps", "0.1", "--limit", "20",
+                 "--batch-size", "20", "--no-report", "--out", str(out), *extra])
+
+
+def test_weights_for_an_ensemble_and_for_mnist_arch_are_applied_or_refused(demo_dir, tmp_path, capsys):
+    from robustkit.models import MLP
+    from robustkit.nn import Ensemble
+    lenet = "robustkit.models:LeNet"
+    weights = str(demo_dir / "model.pt")
+    assert _eval(lenet, tmp_path / "single", "--weights", weights) == 0
+    single = _clean_accuracy(tmp_path / "single")
+    assert single > 0.8
+    # a single LeNet's state dict is not an ensemble's: refused, naming the keys
+    assert _eval(f"{lenet}+{lenet}", tmp_path / "e1", "--weights", weights) == 2
+    err = capsys.readouterr().err
+    assert "--weights" in err and "missing keys: members.0." in err and "unexpected keys: normalize" not in err
+    # the ensemble's own state dict (members.<k>.*) is applied
+    state = torch.load(weights, weights_only=True)
+    ensemble = {f"members.{k}.{key}": v for k in range(2) for key, v in state.items()}
+    torch.save(ensemble, tmp_path / "ensemble.pt")
+    assert _eval(f"{lenet}+{lenet}", tmp_path / "e2", "--weights", str(tmp_path / "ensemble.pt")) == 0
+    assert _clean_accuracy(tmp_path / "e2") == single
+    # members may carry their own weights
+    assert _eval(f"{lenet}@{weights}+{lenet}@{weights}", tmp_path / "e3") == 0
+    assert _clean_accuracy(tmp_path / "e3") == single
+    # mnist:<arch> --weights loads them into the architecture instead of using the zoo's model
+    assert _eval("mnist:lenet", tmp_path / "m1", "--weights", weights) == 0
+    assert _clean_accuracy(tmp_path / "m1") == single
+    torch.save(MLP().state_dict(), tmp_path / "mlp.pt")
+    assert _eval("mnist:lenet", tmp_path / "m2", "--weights", str(tmp_path / "mlp.pt")) == 2
+    err = capsys.readouterr().err
+    assert "does not match LeNet" in err and "missing keys" in err and "unexpected keys" in err
+    # the retrain command shares the path
+    assert main(["retrain", "--model", "mnist:lenet", "--weights", str(tmp_path / "mlp.pt"), "--n-train", "50",
+                 "--n-test", "10", "--n-adversarial", "5", "--out", str(tmp_path / "r")]) == 2
+    assert "does not match LeNet" in capsys.readouterr().err
+    assert Ensemble  # the a+b spec builds robustkit.nn.Ensemble (its state-dict keys are members.<k>.*)
+
+
+# ---- clear errors -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv, message", [
+    (["eval", "--model", "robustkit.models:LeNet", "--steps", "0", "--out", "x"], "--steps: must be >= 1, got 0"),
+    (["eval", "--model", "robustkit.models:LeNet", "--limit", "-3", "--out", "x"], "--limit: must be >= 1"),
+    (["retrain", "--pca-dim", "0", "--out", "x"], "--pca-dim: must be >= 1, got 0"),
+    (["retrain", "--n-adversarial", "10", "0", "--out", "x"], "--n-adversarial: must be >= 1, got 0"),
+])
+def test_zero_counts_are_argument_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_steps_with_fgsm_alone_is_refused(tmp_path, capsys):
+    assert main(["eval", "--model", "robustkit.models:LeNet", "--attack", "fgsm", "--steps", "3", "--limit", "4",
+                 "--out", str(tmp_path)]) == 2
+    assert "--steps: fgsm takes a single step" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("device, message", [("bogus", "--device: unknown device 'bogus'"),
+                                             ("cuda", "--device: 'cuda' requested but CUDA is not available"),
+                                             ("meta", "--device: 'meta' is not supported")])
+def test_bad_devices_are_named(device, message, tmp_path, capsys):
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert main(["eval", "--model", "robustkit.models:LeNet", "--device", device, "--limit", "4",
+                 "--out", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_out_pointing_at_a_file_is_named(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    for out in (tmp_path / "file", tmp_path / "file" / "sub"):
+        assert main(["eval", "--model", "robustkit.models:LeNet", "--limit", "4", "--out", str(out)]) == 2
+        assert "--out" in capsys.readouterr().err
+
+
+def test_corrupt_run_files_are_named(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _eval("robustkit.models:LeNet", out) == 0
+    (out / "run.json").write_text('{"settings": {"seed": ')
+    assert _eval("robustkit.models:LeNet", out, "--resume") == 2
+    err = capsys.readouterr().err
+    assert "run.json is not valid JSON" in err and str(out) in err
+    (out / "results.json").write_text("{broken")
+    assert main(["report", str(out)]) == 2
+    assert "results.json is not valid JSON" in capsys.readouterr().err
+
+
+def test_a_full_disk_is_one_line(tmp_path, capsys, monkeypatch):
+    import errno
+    import os
+
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    assert _eval("robustkit.models:LeNet", tmp_path / "full") == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.replace("\r", "\n").splitlines() if "error:" in line]
+    assert len(errors) == 1 and "Traceback" not in err
+    assert errors[0].startswith("robustkit eval: error: disk full writing") and "rank-0.jsonl" in errors[0]
+
+
+def test_targeted_eval_from_the_command_line(tmp_path, capsys):
+    assert _eval("robustkit.models:LeNet", tmp_path / "t", "--target", "random", "--attack", "pgd") == 0
+    results = json.loads((tmp_path / "t" / "results.json").read_text())
+    assert results["settings"]["target"] == "random" and "targeted_success" in results["attacks"]["pgd"]["metrics"]
+
+
+def test_help_lists_attacks_and_every_option_has_help():
+    from robustkit.cli import build_parser
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name, command in sub.choices.items():
+        for action in command._actions:
+            assert action.help, f"{name} {action.option_strings or action.dest} has no help"
+    text = sub.choices["eval"].format_help()
+    assert all(a in text for a in ("fgsm", "pgd", "mifgsm", "dmifgsm", "deepfool", "cw"))
+    assert "``" not in sub.choices["retrain"].format_help()

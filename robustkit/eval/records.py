@@ -3,16 +3,20 @@
 A line is written and flushed to disk as soon as its batch is finished, so an interrupted run loses at most
 the batch in flight. A line cut short by the interruption is removed when the file is opened again.
 Floats are written with Python's shortest round-tripping repr, so a resumed run reads back exactly the
-numbers it wrote.
+numbers it wrote; NaN and infinities as in :mod:`robustkit.eval.storage` (standard JSON). Every record carries
+the fingerprint of its run's settings, so a resume can prove that a record belongs to it.
 """
 from __future__ import annotations
 
 import json
 import os
 import pathlib
-from typing import Dict, Iterator, List
+import warnings
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
+
+from robustkit.eval.storage import dumps, names_disk_full, to_float
 
 RECORDS = "records"
 
@@ -35,17 +39,67 @@ def _drop_partial_line(path: pathlib.Path) -> None:
             f.truncate(end)
 
 
-def read_records(out: pathlib.Path) -> List[dict]:
-    """Every complete batch record of every rank file, sorted by batch index (later duplicates dropped)."""
+#: Keys every batch record has.
+RECORD_KEYS = ("batch", "index", "y", "clean_pred", "num_classes", "x_l2", "x_linf", "transfer_clean", "attacks",
+               "fingerprint")
+
+
+class RecordError(ValueError):
+    """A record line that parses but cannot be shown to belong to this run; the message names file and line."""
+
+
+def _lines(path: pathlib.Path) -> Iterator[Tuple[int, bytes]]:
+    data = path.read_bytes()
+    complete = data[:data.rfind(b"\n") + 1]      # a trailing fragment is an interrupted write, redone
+    for number, line in enumerate(complete.split(b"\n")[:-1], start=1):
+        if line.strip():
+            yield number, line
+
+
+def _check(record, where: str, fingerprint: Optional[str], batches: Optional[Sequence[Sequence[int]]],
+           attacks: Optional[Sequence[str]]) -> None:
+    if not isinstance(record, dict) or any(k not in record for k in RECORD_KEYS):
+        missing = [k for k in RECORD_KEYS if k not in record] if isinstance(record, dict) else None
+        what = f"missing {', '.join(missing)}" if missing else f"a JSON {type(record).__name__}"
+        raise RecordError(f"records: {where} is not a batch record ({what}); remove the line or choose another "
+                          "directory")
+    batch = record["batch"]
+    if fingerprint is not None and record["fingerprint"] != fingerprint:
+        raise RecordError(f"records: {where} (batch {batch}) was written with other settings (fingerprint "
+                          f"{record['fingerprint']}, this run {fingerprint}); use another directory")
+    if batches is not None:
+        if isinstance(batch, bool) or not isinstance(batch, int) or not 0 <= batch < len(batches):
+            raise RecordError(f"records: {where} holds batch {batch!r}, outside this run's plan of {len(batches)} "
+                              "batches; use another directory")
+        if record["index"] != list(batches[batch]):
+            raise RecordError(f"records: {where}: batch {batch} holds other images than this run's plan; use "
+                              "another directory")
+    if attacks is not None and sorted(record["attacks"]) != sorted(attacks):
+        raise RecordError(f"records: {where}: batch {batch} has attacks {sorted(record['attacks'])}, this run "
+                          f"{sorted(attacks)}; use another directory")
+
+
+def read_records(out: pathlib.Path, *, fingerprint: Optional[str] = None,
+                 batches: Optional[Sequence[Sequence[int]]] = None,
+                 attacks: Optional[Sequence[str]] = None) -> List[dict]:
+    """Every complete batch record of every rank file, sorted by batch index (later duplicates dropped).
+
+    A line that is not UTF-8 JSON (the trace of a crash or a bad disk) is skipped with a warning naming its
+    file and line, so its batch is redone. A line that parses but is not a record of this run raises
+    :class:`RecordError` naming file and line: not a record, another ``fingerprint`` (the hash of the run's
+    settings that every record carries), a batch outside ``batches`` (the plan: image indices per batch) or
+    other images than the plan's, or other ``attacks``."""
     by_batch: Dict[int, dict] = {}
     for path in sorted((out / RECORDS).glob("rank-*.jsonl")):
-        for line in path.read_text().splitlines():
-            if not line.strip():
-                continue
+        for number, line in _lines(path):
+            where = f"{path}:{number}"
             try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue                 # the fragment of an interrupted write; its batch is redone
+                record = json.loads(line.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as error:
+                warnings.warn(f"records: {where} is not a JSON line ({type(error).__name__}); ignored, its batch "
+                              "is redone", stacklevel=2)
+                continue
+            _check(record, where, fingerprint, batches, attacks)
             by_batch.setdefault(record["batch"], record)
     return [by_batch[b] for b in sorted(by_batch)]
 
@@ -61,12 +115,16 @@ class RecordWriter:
         self._file = open(self.path, "a", encoding="utf-8")
 
     def write(self, record: dict) -> None:
-        self._file.write(json.dumps(record, separators=(",", ":"), allow_nan=True) + "\n")
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        with names_disk_full(self.path):
+            self._file.write(dumps(record, separators=(",", ":")) + "\n")
+            self._file.flush()
+            os.fsync(self._file.fileno())
 
     def close(self) -> None:
-        self._file.close()
+        try:
+            self._file.close()
+        except OSError:      # the flush of a write that already failed for lack of space
+            pass
 
     def __enter__(self) -> "RecordWriter":
         return self
@@ -80,6 +138,8 @@ def column(records: List[dict], key: str, attack: str = None, dtype=torch.float6
     values: List = []
     for r in records:
         values += (r["attacks"][attack] if attack is not None else r)[key]
+    if dtype.is_floating_point:
+        values = [to_float(v) for v in values]
     return torch.tensor(values, dtype=dtype)
 
 
@@ -97,4 +157,5 @@ def iter_transfer_columns(records: List[dict], attack: str) -> Iterator[tuple]:
         yield name, torch.tensor(clean, dtype=torch.int64), torch.tensor(adv, dtype=torch.int64)
 
 
-__all__ = ["record_path", "has_records", "read_records", "RecordWriter", "column", "iter_transfer_columns"]
+__all__ = ["record_path", "has_records", "read_records", "RecordWriter", "RecordError", "RECORD_KEYS", "column",
+           "iter_transfer_columns"]

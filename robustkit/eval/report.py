@@ -16,6 +16,8 @@ from typing import Dict, List, Sequence
 
 import torch
 
+from robustkit.eval.storage import write_atomic
+
 #: (metric key, column title) of the summary table, in order.
 SUMMARY_COLUMNS = (("clean_accuracy", "clean acc"), ("robust_accuracy", "robust acc"),
                    ("attack_success_rate", "success"), ("fooling_ratio", "fooling"), ("l2_median", "median L2"),
@@ -61,20 +63,39 @@ def write_csv(results: dict, path: pathlib.Path) -> None:
 def write_report(out_dir) -> pathlib.Path:
     """Writes ``results.csv``, ``plots/*.png`` and ``report.html`` for the run in ``out_dir``."""
     out_dir = pathlib.Path(out_dir)
-    results = json.loads((out_dir / "results.json").read_text())
-    write_csv(results, out_dir / "results.csv")
+    results = _read_results(out_dir / "results.json")
+    write_atomic(out_dir / "results.csv", lambda tmp: write_csv(results, tmp))
     from robustkit.eval import plots   # matplotlib is an optional dependency, imported only here
 
-    examples_path = out_dir / "examples.pt"
-    examples = torch.load(examples_path, weights_only=True) if examples_path.exists() else None
-    figures = plots.all_figures(results, examples)
+    figures = plots.all_figures(results, _read_examples(out_dir / "examples.pt"))
     plot_dir = out_dir / "plots"
     plot_dir.mkdir(exist_ok=True)
     for name, png in figures.items():
-        (plot_dir / f"{name}.png").write_bytes(png)
+        write_atomic(plot_dir / f"{name}.png", lambda tmp: tmp.write_bytes(png))
     path = out_dir / "report.html"
-    path.write_text(_html(results, figures))
+    write_atomic(path, lambda tmp: tmp.write_text(_html(results, figures)))
     return path
+
+
+def _read_results(path: pathlib.Path) -> dict:
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"report: {path} is not valid JSON ({error}); rerun the evaluation with resume to "
+                         "rewrite it") from None
+    if not isinstance(results, dict) or not isinstance(results.get("attacks"), dict):
+        raise ValueError(f"report: {path} is not a results file (no attacks); rerun the evaluation with resume")
+    return results
+
+
+def _read_examples(path: pathlib.Path):
+    if not path.exists():
+        return None
+    try:
+        return torch.load(path, weights_only=True)
+    except Exception as error:  # noqa: BLE001  (unpickling errors have many types; all mean "not ours")
+        raise ValueError(f"report: {path} is not a loadable examples file ({type(error).__name__}); delete it "
+                         "and rerun the evaluation with resume to regenerate it") from None
 
 
 # ---- HTML ---------------------------------------------------------------------------------------------

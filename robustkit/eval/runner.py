@@ -19,7 +19,8 @@ from robustkit.attacks.base import Attack
 from robustkit.eval import distributed as D
 from robustkit.eval.describe import describe_attack, device_description, model_fingerprint, software_versions
 from robustkit.eval.gradcam import grad_cam
-from robustkit.eval.records import RecordWriter, has_records, read_records
+from robustkit.eval.records import RecordError, RecordWriter, has_records, read_records
+from robustkit.eval.storage import OutputLock, dumps, remove_stale_temporaries, write_atomic, write_json
 from robustkit.eval.summary import ALL_METRICS, summarize
 from robustkit.training.classifier import model_device
 
@@ -87,6 +88,8 @@ def evaluate(model: nn.Module, data: DataSpec, attacks: Union[Mapping[str, Attac
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ValueError(f"evaluate: {arg} must be a positive int or None, got {value!r}")
     out_dir = pathlib.Path(out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"out: {str(out_dir)!r} is a file, not a directory")
     rank, world = D.rank_and_world()
     device = torch.device(device) if device is not None else model_device(model)
     transfer_to = dict(transfer_to or {})
@@ -102,32 +105,69 @@ def evaluate(model: nn.Module, data: DataSpec, attacks: Union[Mapping[str, Attac
                 "transfer_to": {n: model_fingerprint(m) for n, m in transfer_to.items()},
                 "data": {"type": type(dataset).__name__, "size": len(dataset)}, "metrics": list(metrics),
                 "target": target}
+    fingerprint = settings_fingerprint(settings)
+    lock = OutputLock(out_dir, rank)
+    lock_error: Optional[BaseException] = None
+    try:
+        lock.acquire()
+    except OSError as error:
+        lock_error = error
+    if D.any_rank_failed(lock_error is not None):
+        lock.release()
+        raise lock_error if lock_error is not None else FileExistsError(
+            f"out: another process is evaluating into {str(out_dir)!r} (another rank could not take its lock)")
+    try:
+        return _evaluate_locked(model, dataset, named, out_dir, settings, fingerprint, resume, correct_for,
+                                only_correct, per_class, limit, batch_size, device, collate, num_workers, rank,
+                                world, seed, transfer_to, progress, examples, target, model_name, metrics,
+                                eps_grid, top_k, report)
+    finally:
+        lock.release()
+
+
+def settings_fingerprint(settings: dict) -> str:
+    """The hash every record of a run carries: SHA-256 over the run's settings as JSON, 16 hex digits."""
+    return hashlib.sha256(dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+_PLAN_ERRORS = {"FileExistsError": FileExistsError, "ValueError": ValueError, "RecordError": RecordError,
+                "DiskFullError": OSError}
+
+
+def _evaluate_locked(model, dataset, named, out_dir, settings, fingerprint, resume, correct_for, only_correct,
+                     per_class, limit, batch_size, device, collate, num_workers, rank, world, seed, transfer_to,
+                     progress, examples, target, model_name, metrics, eps_grid, top_k, report) -> dict:
     plan = None
     if rank == 0:
         try:
             plan = _plan_run(out_dir, settings, resume, dataset, model, correct_for, only_correct, per_class,
                              limit, batch_size, device, collate)
-            plan["settings"] = json.dumps(settings, sort_keys=True)
-        except (ValueError, FileExistsError) as error:
-            plan = {"error": f"{type(error).__name__}: {error}"}
+            plan["fingerprint"] = fingerprint
+        except (ValueError, OSError) as error:
+            plan = {"error": (type(error).__name__, str(error))}
     plan = D.broadcast_object(plan)
     if "error" in plan:
-        kind, message = plan["error"].split(": ", 1)
-        raise (FileExistsError if kind == "FileExistsError" else ValueError)(message)
+        kind, message = plan["error"]
+        raise _PLAN_ERRORS.get(kind, ValueError)(message)
     # every rank must evaluate the same thing (e.g. a randomly initialised model built without a seed differs)
-    if D.any_rank_failed(json.dumps(settings, sort_keys=True) != plan["settings"]):
+    if D.any_rank_failed(fingerprint != plan["fingerprint"]):
         raise ValueError("evaluate: the ranks disagree on the model weights, attacks or data (their settings "
                          "differ from rank 0's); build the model identically on every rank")
 
     selection: List[int] = plan["selection"]
     batches = [selection[i:i + batch_size] for i in range(0, len(selection), batch_size)]
-    done = {r["batch"] for r in read_records(out_dir)} if out_dir.exists() else set()
-    todo = [b for b in D.shard(range(len(batches)), rank, world) if b not in done]
+    records = read_records(out_dir, fingerprint=fingerprint, batches=batches, attacks=list(named))
+    done = {r["batch"] for r in records}
+    mine = D.shard(range(len(batches)), rank, world)
+    todo = [b for b in mine if b not in done]
+    # the report's example images come from batch 0; redo them when a resume finds them missing
+    redo_examples = (examples > 0 and rank == 0 and bool(batches) and 0 not in todo
+                     and not (out_dir / EXAMPLES_FILE).exists())
     failed = False
     try:
         _run_batches(model, dataset, batches, todo, named, transfer_to, out_dir, rank, seed, device, collate,
-                     num_workers, progress and rank == 0, examples, target, total=sum(len(batches[b]) for b in
-                     D.shard(range(len(batches)), rank, world)))
+                     num_workers, progress and rank == 0, examples, target, fingerprint,
+                     total=sum(len(batches[b]) for b in mine), redo_examples=redo_examples)
     except BaseException:
         failed = True
         raise
@@ -139,7 +179,8 @@ def evaluate(model: nn.Module, data: DataSpec, attacks: Union[Mapping[str, Attac
     merge_error: Optional[BaseException] = None
     if rank == 0:
         try:
-            _merge(out_dir, len(batches), settings, model_name, metrics, eps_grid, top_k, device, world, report)
+            _merge(out_dir, batches, settings, fingerprint, model_name, metrics, eps_grid, top_k, device, world,
+                   report)
         except BaseException as error:      # the other ranks must not wait for a merge that failed
             merge_error = error
     if D.any_rank_failed(merge_error is not None):
@@ -147,16 +188,17 @@ def evaluate(model: nn.Module, data: DataSpec, attacks: Union[Mapping[str, Attac
     return json.loads((out_dir / RESULTS_FILE).read_text())
 
 
-def _merge(out_dir, num_batches, settings, model_name, metrics, eps_grid, top_k, device, world, report) -> None:
+def _merge(out_dir, batches, settings, fingerprint, model_name, metrics, eps_grid, top_k, device, world,
+           report) -> None:
     """Rank 0: reads every rank's records and writes results.json (and the report)."""
-    records = read_records(out_dir)
-    missing = sorted(set(range(num_batches)) - {r["batch"] for r in records})
+    records = read_records(out_dir, fingerprint=fingerprint, batches=batches, attacks=list(settings["attacks"]))
+    missing = sorted(set(range(len(batches))) - {r["batch"] for r in records})
     if missing:
         raise RuntimeError(f"evaluate: batches {missing[:10]} have no records; run again with resume=True")
     results = summarize(records, settings["attacks"], num_classes=records[0]["num_classes"] if records else 0,
                         model_name=model_name, metrics=metrics, eps_grid=eps_grid, top_k=top_k)
     results.update(settings=settings, software=software_versions(), device=device_description(device, world))
-    _write_json(out_dir / RESULTS_FILE, results)
+    write_json(out_dir / RESULTS_FILE, results)
     if report:
         from robustkit.eval.report import write_report
         write_report(out_dir)
@@ -204,25 +246,44 @@ def _loader(dataset, batches, num_workers, collate):
 
 def _plan_run(out_dir, settings, resume, dataset, model, correct_for, only_correct, per_class, limit, batch_size,
               device, collate) -> dict:
-    """Rank 0: checks the output directory against the settings and fixes the ordered image selection."""
+    """Rank 0, holding the lock: checks the output directory against the settings and fixes the ordered image
+    selection. Resuming needs run.json: records without it cannot be shown to belong to this run."""
     run_path = out_dir / RUN_FILE
-    if run_path.exists() and has_records(out_dir):
-        previous = json.loads(run_path.read_text())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out_dir)      # left by a process that died mid-write; nobody else writes here
+    if has_records(out_dir):
         if not resume:
             raise FileExistsError(f"out: {str(out_dir)!r} holds records of an earlier run; resume it "
                                   "(resume=True / --resume) or choose another directory")
-        current = json.loads(json.dumps(settings))      # as it would read back from run.json
+        if not run_path.exists():
+            raise ValueError(f"out: {str(out_dir)!r} holds batch records but no {RUN_FILE}, so they cannot be "
+                             "shown to belong to this run; delete its records/ folder or choose another directory")
+        previous = _read_run_file(run_path)
+        current = json.loads(dumps(settings))      # as it would read back from run.json
         if previous["settings"] != current:
             differing = sorted(k for k in current if previous["settings"].get(k) != current[k])
             raise ValueError(f"out: {str(out_dir)!r} holds a run with other settings (differing: "
-                             f"{', '.join(differing)}); use another directory")
+                             f"{', '.join(differing) or 'keys'}); use another directory")
         return {"selection": previous["selection"]}
     selection = _select(dataset, model, correct_for, only_correct, per_class, limit, batch_size, device, collate)
-    out_dir.mkdir(parents=True, exist_ok=True)
     for stale in (out_dir / RESULTS_FILE, out_dir / EXAMPLES_FILE):
         stale.unlink(missing_ok=True)
-    _write_json(run_path, {"settings": settings, "selection": selection})
+    write_json(run_path, {"settings": settings, "selection": selection})
     return {"selection": selection}
+
+
+def _read_run_file(path: pathlib.Path) -> dict:
+    try:
+        previous = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"out: {path} is not valid JSON ({error}); the run cannot be resumed; delete the "
+                         "directory's run.json and records/ or choose another directory") from None
+    if (not isinstance(previous, dict) or not isinstance(previous.get("settings"), dict)
+            or not isinstance(previous.get("selection"), list)
+            or not all(isinstance(i, int) and not isinstance(i, bool) for i in previous["selection"])):
+        raise ValueError(f"out: {path} is not a run file (needs settings and an index selection); the run cannot "
+                         "be resumed; delete the directory's run.json and records/ or choose another directory")
+    return previous
 
 
 @torch.no_grad()
@@ -250,35 +311,37 @@ def _select(dataset, model, correct_for, only_correct, per_class, limit, batch_s
     return selection
 
 
-def _write_json(path: pathlib.Path, obj) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, allow_nan=False))
-    os.replace(tmp, path)
-
-
 # ---- the loop -------------------------------------------------------------------------------------------
 
 def _run_batches(model, dataset, batches, todo, attacks, transfer_to, out_dir, rank, seed, device, collate,
-                 num_workers, progress, examples, target, total) -> None:
+                 num_workers, progress, examples, target, fingerprint, total, redo_examples=False) -> None:
     done_images = total - sum(len(batches[b]) for b in todo)
     bar = tqdm(total=total, initial=done_images, unit="img", disable=not progress, desc=f"eval {out_dir.name}",
                dynamic_ncols=True)
     robust, seen = 0, 0
-    with RecordWriter(out_dir, rank) as writer:
-        for b, (x, y) in zip(todo, _loader(dataset, [batches[b] for b in todo], num_workers, collate)):
+    try:
+        if redo_examples:
+            (x, y), = _loader(dataset, [batches[0]], 0, collate)
             x, y = x.to(device), y.to(device)
-            record, advs = _evaluate_batch(model, x, y, b, attacks, transfer_to, seed, device, target)
-            record["index"] = batches[b]
-            writer.write(record)
-            if b == 0 and examples > 0:
-                _save_examples(out_dir, model, x[:examples], y[:examples], record, advs, examples)
-            survived = torch.tensor(record["clean_pred"]) == torch.tensor(record["y"])
-            for entry in record["attacks"].values():
-                survived &= torch.tensor(entry["pred"]) == torch.tensor(record["y"])
-            robust, seen = robust + int(survived.sum()), seen + len(record["y"])
-            bar.set_postfix(robust_acc=f"{robust / seen:.3f}", refresh=False)
-            bar.update(len(record["y"]))
-    bar.close()
+            record, advs = _evaluate_batch(model, x, y, 0, attacks, transfer_to, seed, device, target)
+            _save_examples(out_dir, model, x[:examples], y[:examples], record, advs, examples)
+        with RecordWriter(out_dir, rank) as writer:
+            for b, (x, y) in zip(todo, _loader(dataset, [batches[b] for b in todo], num_workers, collate)):
+                x, y = x.to(device), y.to(device)
+                record, advs = _evaluate_batch(model, x, y, b, attacks, transfer_to, seed, device, target)
+                record["index"] = batches[b]
+                record["fingerprint"] = fingerprint
+                writer.write(record)
+                if b == 0 and examples > 0:
+                    _save_examples(out_dir, model, x[:examples], y[:examples], record, advs, examples)
+                survived = torch.tensor(record["clean_pred"]) == torch.tensor(record["y"])
+                for entry in record["attacks"].values():
+                    survived &= torch.tensor(entry["pred"]) == torch.tensor(record["y"])
+                robust, seen = robust + int(survived.sum()), seen + len(record["y"])
+                bar.set_postfix(robust_acc=f"{robust / seen:.3f}", refresh=False)
+                bar.update(len(record["y"]))
+    finally:
+        bar.close()      # so that an error message starts on its own line
 
 
 def _synchronize(device: torch.device) -> None:
@@ -343,6 +406,4 @@ def _save_examples(out_dir, model, x, y, record, advs, k) -> None:
         payload["adv_pred"][name] = torch.tensor(record["attacks"][name]["pred"][:k])
         cams = grad_cam(model, adv[:k].detach())
         payload["cam_adv"][name] = None if cams is None else cams.cpu()
-    tmp = out_dir / (EXAMPLES_FILE + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, out_dir / EXAMPLES_FILE)
+    write_atomic(out_dir / EXAMPLES_FILE, lambda tmp: torch.save(payload, tmp))

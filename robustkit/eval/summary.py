@@ -19,24 +19,11 @@ import torch
 
 from robustkit import metrics as M
 from robustkit.eval.records import column, iter_transfer_columns
+from robustkit.eval.storage import json_safe
 
 #: The optional analyses ``evaluate(metrics=...)`` can switch on.
 ALL_METRICS = ("per_class", "confusion", "curve", "transfer")
 EPS_REF_MULTIPLES = (0.2, 0.5, 1.0)
-
-
-def _clean_json(obj):
-    if isinstance(obj, float):
-        if math.isnan(obj):
-            return None
-        if math.isinf(obj):
-            return "inf" if obj > 0 else "-inf"
-        return obj
-    if isinstance(obj, dict):
-        return {k: _clean_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean_json(v) for v in obj]
-    return obj
 
 
 def default_eps_grid(min_eps: torch.Tensor, points: int = 21) -> List[float]:
@@ -106,7 +93,7 @@ def summarize(records: List[dict], attacks: Dict[str, dict], *, num_classes: int
         targets = list(per_attack[sources[0]]["transfer"])
         results["transfer"] = {"sources": sources, "targets": targets,
                                "matrix": [[per_attack[s]["transfer"][t] for t in targets] for s in sources]}
-    return _clean_json(results)
+    return json_safe(results)
 
 
 def _sweep_curves(per_attack: Dict[str, dict]) -> Dict[str, dict]:
