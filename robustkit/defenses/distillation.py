@@ -100,7 +100,9 @@ class Distillation:
         finally:
             for m, training in modes:
                 m.training = training
-        return torch.softmax(logits.float() / self.temperature, dim=1)
+        if logits.dtype != torch.float64:  # half-precision teachers: soft labels in float32
+            logits = logits.float()
+        return torch.softmax(logits / self.temperature, dim=1)
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> ObjectiveOutput:
         check_images("Distillation", x)
@@ -158,7 +160,7 @@ def defensive_distillation(make_model: Callable[[], nn.Module], train_data, temp
     from robustkit.training import fit  # the training loop; imported here so the objectives work without it
 
     temperature = check_temperature("defensive_distillation", temperature)
-    if not callable(make_model):
+    if isinstance(make_model, nn.Module) or not callable(make_model):  # a module is callable, but not a factory
         raise TypeError(f"defensive_distillation: make_model must be a callable returning an nn.Module, "
                         f"got {type(make_model).__name__}")
     for name, value in (("epochs", epochs), ("teacher_epochs", teacher_epochs)):
