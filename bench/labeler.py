@@ -2,8 +2,10 @@
 
 MNIST: 60,000 training images at 50 PCA dims, queries = the 10,000 test images.
 CIFAR-10: the first 40,000 images of the shared train set at 300 dims, queries = the last 10,000 (held out).
-Correctness first: labels identical to scikit-learn's on the queries, and the true label recovered for FGSM
-(eps = 0.1) versions of training images, FGSM computed on a small CNN trained here for one epoch.
+Correctness first, before any timing (a failure exits with status 1): our labels on the queries equal those of
+scikit-learn with an exact PCA on >= 99.9% of the queries for every backend, and the true label is recovered
+for >= 99% of FGSM (eps = 0.1) versions of training images, FGSM computed on a small CNN trained here for one
+epoch.
 
 Which scikit-learn? Its default PCA solver is exact (``covariance_eigh``) for MNIST (784 features, N >= 10 D)
 but *randomized* for CIFAR-10 (3072 features), and the randomized one does not converge there (7 power
@@ -14,14 +16,18 @@ second neighbour within 0.1% of the first). So agreement is reported against sci
 timed), and scikit-learn's default against itself with random_state=1 (not timed): the ceiling for agreeing
 with a randomized PCA.
 
-Timing: end to end (fit + predict on the queries), median of --repeats interleaved runs after one warm-up at
-1/10 size; wall and process CPU time (all threads). ``--threads`` sets torch's, BLAS's and OpenMP's threads.
+Timing: end to end (fit + predict on the queries), median of --repeats rounds in rotating order
+(bench/harness.py) after the correctness run, which is each method's warm-up; wall and process CPU time (all
+threads), and the paired speedup (median over rounds of scikit-learn's time over ours in the same round).
+``--threads`` sets torch's, BLAS's and OpenMP's threads.
 
     python bench/labeler.py [--repeats 3] [--datasets mnist cifar10] [--threads N]
+    python bench/labeler.py --tiny      # MNIST, 6,000 training images, 1,000 queries, 1 round
     python bench/labeler.py --device cuda --datasets mnist --data DIR   # adds the torch backend on the GPU
 
 With ``--device cuda`` a fourth method, ``torch-cuda``, fits and predicts on the GPU from the same CPU
-tensors (the copies to the device are timed), and the results go to bench/results/<gpu name>/labeler.json.
+tensors (the copies to the device are timed), and the results go to bench/results/<gpu name>/labeler.json
+(on CPU, bench/results/<machine label>/labeler.json).
 ``--data`` is the folder holding ``mnist/`` and ``cifar10/`` (default ../shared/data; the lent GPU machines
 only see the repository, so copy ``mnist/`` into an ignored folder of it and carry that).
 """
@@ -32,20 +38,16 @@ import gzip
 import json
 import os
 import pathlib
-import platform
-import statistics
-import sys
-import time
 
 import numpy as np
 import torch
 from torch import nn
 
+import harness
 from robustkit.defenses import KNNLabeler
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"  # --data replaces it
-OUT = REPO / "bench" / "results" / "cpu-2core" / "labeler.json"  # --device cuda: bench/results/<gpu name>/
 
 
 def load_mnist():
@@ -110,13 +112,6 @@ def sklearn_labels(x_tr, y_tr, queries, dim, svd_solver="auto", random_state=0):
     return torch.from_numpy(knn.predict(pca.transform(queries.flatten(1).numpy()))), pca._fit_svd_solver
 
 
-def timed(fn):
-    """``(result, wall seconds, process CPU seconds)``."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    out = fn()
-    return out, time.perf_counter() - wall, time.process_time() - cpu
-
-
 def bench_dataset(name, train, queries, dim, repeats, backends=("faiss", "torch"), n_fgsm=5000):
     x_tr, y_tr = train
     x_q, y_q = queries
@@ -124,52 +119,54 @@ def bench_dataset(name, train, queries, dim, repeats, backends=("faiss", "torch"
     x_fgsm = torch.cat([fgsm(model, x_tr[i:i + 500], y_tr[i:i + 500], 0.1) for i in range(0, n_fgsm, 500)])
     labeler = KNNLabeler(pca_dim=dim, k=1).fit(x_tr, y_tr)
     fgsm_recovered = (labeler.predict(x_fgsm) == y_tr[:n_fgsm]).float().mean().item()
+    harness.check_at_least(f"{name}: share of FGSM images whose true label the labeler recovers", fgsm_recovered,
+                           0.99)
     model_fooled = (model(x_fgsm).argmax(1) != y_tr[:n_fgsm]).float().mean().item()
-    # warm-up at 1/10 size (BLAS threads, allocator, faiss/sklearn imports)
-    small = slice(0, x_tr.shape[0] // 10)
+    # correctness first, at full size; these runs are also each method's warm-up (BLAS threads, allocator,
+    # faiss/sklearn imports)
+    sk_exact = sklearn_labels(x_tr, y_tr, x_q, dim, svd_solver="covariance_eigh")[0]
     for backend in backends:
-        ours(x_tr[small], y_tr[small], x_q[:1000], dim, backend)
-    sklearn_labels(x_tr[small], y_tr[small], x_q[:1000], dim)
+        agreement = (ours(x_tr, y_tr, x_q, dim, backend) == sk_exact).float().mean().item()
+        harness.check_at_least(f"{name}: {backend} labels equal to scikit-learn's with an exact PCA", agreement,
+                               0.999)
+    sklearn_labels(x_tr, y_tr, x_q, dim)
     row = {"dataset": name, "n_train": x_tr.shape[0], "n_queries": x_q.shape[0], "pca_dim": dim,
            "fgsm_eps": 0.1, "fgsm_n": n_fgsm, "fgsm_model_fooling_ratio": model_fooled,
            "fgsm_true_label_recovered": fgsm_recovered}
-    # interleaved repeats (scikit-learn, faiss, torch, scikit-learn, ...): load from other users of the shared
-    # machine drifts over minutes, and back-to-back blocks of repeats would charge the drift to one side
-    sk_solver = {}
+    # interleaved rounds in rotating order: load from other users of the shared machine drifts over minutes,
+    # and back-to-back blocks of repeats would charge the drift to one side
+    sk_solver, labels = {}, {}
 
     def sklearn_run():
-        labels, sk_solver["default"] = sklearn_labels(x_tr, y_tr, x_q, dim)
-        return labels
+        labels["sklearn"], sk_solver["default"] = sklearn_labels(x_tr, y_tr, x_q, dim)
 
-    runs = {"sklearn": sklearn_run,
-            **{backend: (lambda b: lambda: ours(x_tr, y_tr, x_q, dim, b))(backend) for backend in backends}}
-    times = {name: [] for name in runs}
-    cpu_times = {name: [] for name in runs}
-    labels = {}
-    for _ in range(repeats):
-        for name, fn in runs.items():
-            labels[name], wall, cpu = timed(fn)
-            times[name].append(wall)
-            cpu_times[name].append(cpu)
+    def ours_run(backend):
+        return lambda: labels.__setitem__(backend, ours(x_tr, y_tr, x_q, dim, backend))
+
+    runs = {"sklearn": sklearn_run, **{backend: ours_run(backend) for backend in backends}}
+    t = harness.timeit(runs, rounds=repeats, warmup=0, clock="wall")
+    times, cpu_times = t.wall, t.cpu
+    median_wall, median_cpu = t.median("wall"), t.median("cpu")
+    paired_wall = harness.paired_ratios(t.wall, "sklearn")
+    paired_cpu = harness.paired_ratios(t.cpu, "sklearn")
     sk = labels["sklearn"]
     # the untimed references: scikit-learn with another random_state and with an exact PCA (the same run as
     # the default where the default solver is already the exact covariance_eigh)
     row["sklearn_default_solver"] = sk_solver["default"]
     if sk_solver["default"] == "covariance_eigh":
-        sk_other_seed = sk_exact = sk
+        sk_other_seed = sk
     else:
         sk_other_seed = sklearn_labels(x_tr, y_tr, x_q, dim, random_state=1)[0]
-        sk_exact = sklearn_labels(x_tr, y_tr, x_q, dim, svd_solver="covariance_eigh")[0]
-    row["sklearn_s"] = statistics.median(times["sklearn"])
-    row["sklearn_cpu_s"] = statistics.median(cpu_times["sklearn"])
+    row["sklearn_s"] = median_wall["sklearn"]
+    row["sklearn_cpu_s"] = median_cpu["sklearn"]
     row["sklearn_accuracy"] = (sk == y_q).float().mean().item()
     row["sklearn_self_agreement_random_state_0_vs_1"] = (sk_other_seed == sk).float().mean().item()
     row["sklearn_default_agreement_with_sklearn_exact"] = (sk_exact == sk).float().mean().item()
     for backend in backends:
-        row[f"{backend}_s"] = statistics.median(times[backend])
-        row[f"{backend}_cpu_s"] = statistics.median(cpu_times[backend])
-        row[f"{backend}_speedup_vs_sklearn"] = row["sklearn_s"] / row[f"{backend}_s"]
-        row[f"{backend}_cpu_speedup_vs_sklearn"] = row["sklearn_cpu_s"] / row[f"{backend}_cpu_s"]
+        row[f"{backend}_s"] = median_wall[backend]
+        row[f"{backend}_cpu_s"] = median_cpu[backend]
+        row[f"{backend}_speedup_vs_sklearn"] = paired_wall[backend]
+        row[f"{backend}_cpu_speedup_vs_sklearn"] = paired_cpu[backend]
         row[f"{backend}_agreement_with_sklearn"] = (labels[backend] == sk).float().mean().item()
         row[f"{backend}_agreement_with_sklearn_exact"] = (labels[backend] == sk_exact).float().mean().item()
         row[f"{backend}_agreement_with_sklearn_random_state_1"] = (
@@ -181,7 +178,7 @@ def bench_dataset(name, train, queries, dim, repeats, backends=("faiss", "torch"
 
 
 def main():
-    global DATA, OUT
+    global DATA
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--datasets", nargs="+", default=["mnist", "cifar10"], choices=["mnist", "cifar10"])
@@ -189,7 +186,14 @@ def main():
                         help="threads for torch, BLAS and OpenMP (faiss, scikit-learn); default: torch's default")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--data", type=pathlib.Path, default=DATA, help="the folder with mnist/ and cifar10/")
+    parser.add_argument("--tiny", action="store_true",
+                        help="checks the script: MNIST only, 6,000 training images, 1,000 queries, 20 dims, 1 round")
+    parser.add_argument("--label", default=None, help="results folder under bench/results/ (default: the machine's)")
     args = parser.parse_args()
+    if args.label:
+        os.environ[harness.LABEL_ENV] = args.label
+    if args.tiny:
+        args.datasets, args.repeats = ["mnist"], 1
     DATA = args.data
     backends = ("faiss", "torch")
     if args.device == "cuda":
@@ -200,7 +204,6 @@ def main():
             import faiss  # noqa: F401
         except ImportError:  # the GPU machines lack faiss-cpu (31 MB, over the carry budget): skip its row
             backends = tuple(b for b in backends if b != "faiss")
-        OUT = REPO / "bench" / "results" / torch.cuda.get_device_name().lower().replace(" ", "-") / "labeler.json"
     torch.manual_seed(0)
     if args.threads is not None:
         from threadpoolctl import threadpool_limits
@@ -211,7 +214,11 @@ def main():
     rows = []
     for name in args.datasets:
         train, queries = load_mnist() if name == "mnist" else load_cifar10_split()
-        rows.append(bench_dataset(name, train, queries, 50 if name == "mnist" else 300, args.repeats, backends))
+        dim, n_fgsm = 50 if name == "mnist" else 300, 5000
+        if args.tiny:
+            train, queries = (train[0][:6000], train[1][:6000]), (queries[0][:1000], queries[1][:1000])
+            dim, n_fgsm = 20, 500
+        rows.append(bench_dataset(name, train, queries, dim, args.repeats, backends, n_fgsm=n_fgsm))
         r = rows[-1]
         print(f"{name}: FGSM(0.1) fooled the CNN on {r['fgsm_model_fooling_ratio']:.1%}, labeler recovered "
               f"{r['fgsm_true_label_recovered']:.2%} true labels", flush=True)
@@ -231,17 +238,15 @@ def main():
             print(f"{r['dataset']:8} {backend:10s} {r[backend + '_s']:7.2f} s  {r[backend + '_speedup_vs_sklearn']:5.2f}x "
                   f"scikit-learn ({r['sklearn_s']:.2f} s)  labels = scikit-learn exact PCA on "
                   f"{r[backend + '_agreement_with_sklearn_exact']:.2%}")
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    # a run over some datasets replaces their rows and keeps the others'
-    previous = json.loads(OUT.read_text())["rows"] if OUT.is_file() else []
-    command = "python " + " ".join(sys.argv)
+    result = harness.Result("labeler" + ("-quick" if args.tiny else ""), rows, device=args.device,
+                            notes={"threads": torch.get_num_threads(), "rounds": args.repeats})
+    # a run over some datasets replaces their rows and keeps the others' (each row names its command)
+    previous = json.loads(result.path().read_text())["rows"] if result.path().is_file() else []
+    command = harness.environment(args.device)["command"]
     for r in rows:
         r["command"] = command
-    rows = [r for r in previous if r["dataset"] not in args.datasets] + rows
-    OUT.write_text(json.dumps({"machine": platform.processor() or platform.machine(), "torch": torch.__version__,
-                               "threads": torch.get_num_threads(), "load_average_1_5_15": os.getloadavg(),
-                               "rows": rows}, indent=2) + "\n")
-    print(f"wrote {OUT}")
+    result.rows = [r for r in previous if r["dataset"] not in args.datasets] + rows
+    result.write()
 
 
 if __name__ == "__main__":
