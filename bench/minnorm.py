@@ -126,7 +126,7 @@ def check_cw_fast(model, x, y) -> dict:
     res = rk.attacks.CW.fast(model).run(x, y)
     success = res.success.float().mean().item()
     in_box = bool(res.adv.min() >= 0 and res.adv.max() <= 1)
-    l2_consistent = bool(torch.allclose(res.extras["l2"][res.success], res.l2[res.success], rtol=1e-4, atol=1e-5))
+    l2_consistent = bool(torch.allclose(res.extras["best_l2"][res.success], res.l2[res.success], rtol=1e-4, atol=1e-5))
     harness.check(success >= 0.99 and in_box and l2_consistent,
                   f"CW.fast success {success:.2f}, in box {in_box}, reported L2 = measured L2: {l2_consistent}")
     return {"images": x.shape[0], "cw_fast_success": success}

@@ -74,7 +74,7 @@ def attack(kind: str, sources, eps: float, temperature: float = 16.0):
     """MI-FGSM (logit fusion for ensembles, as Dong et al.) or D-MIFGSM (Eq. 8) with the paper's N, μ, α."""
     if kind == "mifgsm":
         return MIFGSM(models=sources, eps=eps, steps=20, decay=1.0, fusion="logits")
-    return DMIFGSM(sources, temperature=temperature, eps=eps, steps=20, decay=1.0)
+    return DMIFGSM(models=sources, temperature=temperature, eps=eps, steps=20, decay=1.0)
 
 
 def run_tables(models, x, y, target, eps: float) -> dict:

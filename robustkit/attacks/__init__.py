@@ -1,15 +1,20 @@
-"""Attacks. Each takes ``model`` (or ``models=[...]``) and keyword hyperparameters; see ``base.Attack``."""
-from robustkit.attacks.base import Attack, AttackResult
-from robustkit.nn import Normalize
+"""Attacks. Each takes ``model`` (or ``models=[...]``, or a :class:`robustkit.nn.Ensemble`), its own keyword
+hyperparameters and the shared :class:`AttackOptions`; see :mod:`robustkit.attacks.base` for the contract."""
+from robustkit.attacks.base import (Attack, AttackOptions, AttackOutput, AttackResult, FixedBudgetAttack,
+                                    MinimalNormAttack)
 from robustkit.attacks.targets import least_likely, random_other
+from robustkit.nn import Ensemble, Normalize
 
-__all__ = ["Attack", "AttackResult", "Normalize", "least_likely", "random_other"]
+__all__ = ["Attack", "AttackOptions", "AttackOutput", "AttackResult", "FixedBudgetAttack", "MinimalNormAttack",
+           "Ensemble", "Normalize", "least_likely", "random_other"]
 
-from robustkit.attacks.fgsm import BIM, FGSM, IFGSM
+from robustkit.attacks.gradient_base import GradientAttack
+from robustkit.attacks.fgsm import FGSM
+from robustkit.attacks.ifgsm import BIM, IFGSM
 from robustkit.attacks.mifgsm import DMIFGSM, MIFGSM
 from robustkit.attacks.pgd import PGD
 
-__all__ += ["FGSM", "IFGSM", "BIM", "PGD", "MIFGSM", "DMIFGSM"]
+__all__ += ["GradientAttack", "FGSM", "IFGSM", "BIM", "PGD", "MIFGSM", "DMIFGSM"]
 
 from robustkit.attacks.gap import GAP
 

@@ -11,16 +11,18 @@ gradient equals PyTorch's up to float rounding, and a double backward works thro
 
 Eligible: CPU tensors in float32 or float64 outside autocast, an input that requires grad, stride 1,
 dilation 1, one group, numeric padding, and at most three input channels (``MAX_IN_CHANNELS``). Everything
-else runs untouched.
+else runs untouched. Attacks do not route at all for models that run through ``torch.compile``
+(:func:`routing_applies`).
 """
 from __future__ import annotations
 
 import contextlib
+import sys
 from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from torch.autograd.graph import get_gradient_edge
 from torch.overrides import TorchFunctionMode
 
@@ -97,6 +99,28 @@ class _RouteConvolutions(TorchFunctionMode):
 
 def _conv2d_arguments(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     return input, weight, bias, stride, padding, dilation, groups
+
+
+def is_compiled(model: nn.Module) -> bool:
+    """Whether ``model`` or one of its submodules runs through ``torch.compile`` (``torch.compile(model)``,
+    ``model.compile()``, or a forward replaced by ``torch.compile(model.forward)``)."""
+    eval_frame = sys.modules.get("torch._dynamo.eval_frame")  # not imported: nothing can be compiled
+    if eval_frame is None:
+        return False
+    for module in model.modules():
+        if isinstance(module, eval_frame.OptimizedModule) or getattr(module, "_compiled_call_impl", None) is not None:
+            return True
+        if hasattr(module.__dict__.get("forward"), "_torchdynamo_orig_callable"):
+            return True
+    return False
+
+
+def routing_applies(models: Sequence[nn.Module]) -> bool:
+    """Whether an attack on ``models`` routes convolutions. Not for compiled models: dynamo guards on the
+    active TorchFunctionMode, so a mode entered around each forward makes it recompile on every call until it
+    reaches its recompile limit (measured: 148 s for the first call), and the compiled graph would keep
+    PyTorch's convolution anyway."""
+    return not any(is_compiled(m) for m in models)
 
 
 def routed_convolutions(enabled: bool = True):

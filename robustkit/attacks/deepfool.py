@@ -8,19 +8,18 @@ result is scattered back into the full batch.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
-from robustkit.attacks.base import Attack, AttackResult
+from robustkit.attacks.base import AttackOutput, MinimalNormAttack
 from robustkit.ops import deepfool_step
 
-_NORMS = ("l2", "linf")
 _JACOBIANS = ("loop", "batched")
 
 
-class DeepFool(Attack):
+class DeepFool(MinimalNormAttack):
     """DeepFool: iterate to the nearest boundary of the model's linearisation (Alg. 2 of the paper).
 
     Untargeted, per sample, the candidates are the ``candidates - 1`` classes other than ``y`` with the
@@ -45,6 +44,7 @@ class DeepFool(Attack):
             bitwise-equal gradients; on the MNIST LeNet on CPU ``"loop"`` measured 1.3x faster, because
             vmap has no batching rule for conv and max-pool backward, falls back to a per-cotangent loop and
             then stacks K copies of every intermediate gradient (the ``jacobian=batched`` row of ``bench/minnorm.py``).
+        **options: the shared :class:`robustkit.attacks.AttackOptions` (``models``, ``amp``, ``batch_size``, ...).
 
     Example::
 
@@ -53,12 +53,11 @@ class DeepFool(Attack):
         >>> x_adv = DeepFool(model, norm="linf")(x, y, target="least_likely")
     """
 
+    norms = ("l2", "linf")
+
     def __init__(self, model: Optional[nn.Module] = None, *, steps: int = 50, overshoot: float = 0.02,
-                 candidates: Optional[int] = 10, norm: str = "l2", models: Optional[Sequence[nn.Module]] = None,
-                 amp: bool = False, batch_size: Optional[int] = None, seed: Optional[int] = None,
-                 jacobian: str = "loop", conv_input_grad: str = "robustkit"):
-        super().__init__(model, models=models, amp=amp, batch_size=batch_size, seed=seed,
-                         conv_input_grad=conv_input_grad)
+                 candidates: Optional[int] = 10, norm: str = "l2", jacobian: str = "loop", **options):
+        super().__init__(model, norm=norm, **options)
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ValueError(f"DeepFool: steps must be an int >= 1, got {steps!r}")
         if not isinstance(overshoot, (int, float)) or not overshoot >= 0:
@@ -67,30 +66,26 @@ class DeepFool(Attack):
                                        or candidates < 2):
             raise ValueError(f"DeepFool: candidates must be an int >= 2 (the label and at least one other class) "
                              f"or None, got {candidates!r}")
-        if norm not in _NORMS:
-            raise ValueError(f"DeepFool: norm must be one of {_NORMS}, got {norm!r}")
         if jacobian not in _JACOBIANS:
             raise ValueError(f"DeepFool: jacobian must be one of {_JACOBIANS}, got {jacobian!r}")
-        self.steps, self.overshoot, self.candidates, self.norm = steps, float(overshoot), candidates, norm
+        self.steps, self.overshoot, self.candidates = steps, float(overshoot), candidates
         self.jacobian = jacobian
 
-    def logits(self, x: Tensor) -> Tensor:
-        """Mean logits of the model(s) with the graph kept, float32 ``[B, C]``."""
-        outs = self.member_logits(x)
-        return outs[0] if len(outs) == 1 else torch.stack(outs).mean(dim=0)
-
-    def _run_batch(self, x: Tensor, y: Tensor, target: Optional[Tensor]) -> AttackResult:
+    def _attack(self, x: Tensor, y: Tensor, target: Optional[Tensor],
+                generator: Optional[torch.Generator]) -> AttackOutput:
         batch = x.shape[0]
         steps_used = torch.zeros(batch, dtype=torch.int64, device=x.device)
         if batch == 0:
-            return self.make_result(x, x.clone(), y, target, steps_used, extras={"rho2": x.new_zeros(0)})
+            return AttackOutput(adv=x.clone(), steps=steps_used, extras={"rho2": x.new_zeros(0)})
         classes = None  # [B, K] untargeted: from the first iteration's forward, at the clean input
         x_adv = x.clone()
         r_total = torch.zeros(batch, x[0].numel(), dtype=torch.float32, device=x.device)  # [B, D]
         active = torch.arange(batch, device=x.device)
-        for _ in range(self.steps):
+        for it in range(self.steps):
             x_a = x_adv[active].requires_grad_(True)
             logits = self.logits(x_a)  # [Ba, C]
+            if it == 0:
+                self.check_classes(logits.shape[1], y if target is None else target, target is not None)
             if target is None and classes is None:
                 classes = self._candidate_classes(logits.detach(), y)
             pred = logits.argmax(dim=1)
@@ -117,7 +112,7 @@ class DeepFool(Attack):
             steps_used[active] += 1
         norms = (x_adv - x).flatten(1).norm(dim=1)
         rho2 = norms / x.flatten(1).norm(dim=1).clamp_min(1e-12)
-        return self.make_result(x, x_adv, y, target, steps_used, extras={"rho2": rho2})
+        return AttackOutput(adv=x_adv, steps=steps_used, extras={"rho2": rho2})
 
     def _step(self, f: Tensor, w: Tensor) -> Tensor:
         """The fused linearisation step ``[Bk, D]`` (a method so that experiments can rescale it:

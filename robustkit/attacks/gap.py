@@ -24,7 +24,7 @@ The classifier is never modified.
 Example::
 
     gap = GAP(model, eps=10 / 255).fit(train_loader, epochs=2)
-    x_adv = gap(x)                        # or gap.run(x, y) for an AttackResult
+    x_adv = gap(x)                        # labels are optional; gap.run(x, y) gives an AttackResult
     gap.save("gap.pt"); GAP(model).load("gap.pt")
 """
 from __future__ import annotations
@@ -36,14 +36,14 @@ import torch
 from torch import Tensor, nn
 
 from robustkit.attacks._gap_generator import ResnetGenerator
-from robustkit.attacks.base import Attack, AttackResult
+from robustkit.attacks.base import AttackOutput, AttackResult, FixedBudgetAttack, _module_device
 from robustkit.attacks.targets import TargetSpec
 
 MODES = ("universal", "image")
 LOSSES = ("least_likely", "prediction")
 
 
-class GAP(Attack):
+class GAP(FixedBudgetAttack):
     """Generative adversarial perturbations (Poursaeed et al. 2018).
 
     Args:
@@ -54,23 +54,30 @@ class GAP(Attack):
         width, blocks: generator size (see :class:`ResnetGenerator`).
         loss: the non-targeted objective, ``"least_likely"`` or ``"prediction"`` (see the module docstring);
             ignored when ``target`` is set.
-        seed: seeds the generator's initial weights, the fixed input pattern and the data order.
+        seed: seeds the generator's initial weights and the fixed input pattern (None: the global torch
+            generator draws them).
+        **options: the other shared :class:`robustkit.attacks.AttackOptions` (``amp``, ``batch_size``, ...).
+
+    Calling it: ``gap(x)`` or ``gap(x, y)`` (the perturbation never depends on the labels; given, they are
+    validated) and ``gap.run(x, y)``. The images do not depend on a call's ``target`` either, so ``target``
+    must be None or the class the generator was trained for; ``run`` then reports targeted success for it.
     """
 
-    def __init__(self, model: nn.Module, eps: float = 10 / 255, mode: str = "universal",
-                 target: Optional[int] = None, *, loss: str = "least_likely", width: int = 32, blocks: int = 6,
-                 seed: int = 0, amp: bool = False, batch_size: Optional[int] = None,
-                 conv_input_grad: str = "robustkit"):
-        super().__init__(model, amp=amp, batch_size=batch_size, seed=seed, conv_input_grad=conv_input_grad)
-        if not (isinstance(eps, (int, float)) and 0 < eps <= 1):
+    norms = ("linf",)
+
+    def __init__(self, model: nn.Module, *, eps: float = 10 / 255, mode: str = "universal",
+                 target: Optional[int] = None, loss: str = "least_likely", width: int = 32, blocks: int = 6,
+                 seed: Optional[int] = None, **options):
+        if isinstance(eps, bool) or not (isinstance(eps, (int, float)) and 0 < eps <= 1):
             raise ValueError(f"GAP: eps must be in (0, 1] (pixel units), got {eps!r}")
+        super().__init__(model, eps=eps, norm="linf", seed=seed, **options)
         if mode not in MODES:
             raise ValueError(f"GAP: mode must be one of {MODES}, got {mode!r}")
         if target is not None and (isinstance(target, bool) or not isinstance(target, int) or target < 0):
             raise ValueError(f"GAP: target must be None or a class index >= 0, got {target!r}")
         if loss not in LOSSES:
             raise ValueError(f"GAP: loss must be one of {LOSSES}, got {loss!r}")
-        self.eps, self.mode, self.target, self.loss = float(eps), mode, target, loss
+        self.mode, self.target, self.loss = mode, target, loss
         self.width, self.blocks = width, blocks
         self.generator: Optional[ResnetGenerator] = None
         self.noise: Optional[Tensor] = None  # [1, C, H, W] fixed input pattern (universal mode)
@@ -88,7 +95,6 @@ class GAP(Attack):
             raise ValueError(f"GAP.fit: epochs must be >= 1 and lr > 0, got {epochs}, {lr}")
         from tqdm.auto import tqdm
 
-        self._warn_training_mode()
         optimizer = None
         for epoch in range(epochs):
             total = len(loader) if hasattr(loader, "__len__") else None
@@ -101,7 +107,8 @@ class GAP(Attack):
                     self._build(x)
                 if optimizer is None:
                     optimizer = torch.optim.Adam(self.generator.parameters(), lr=lr, betas=(0.5, 0.999))
-                loss, fooled = self._step(x)
+                with self._contexts():  # the classifier in eval mode (attack_mode), autograd on
+                    loss, fooled = self._step(x)
                 optimizer.zero_grad(set_to_none=True)
                 params = [p for p in self.generator.parameters()]
                 # grads of the generator only: the classifier's .grad fields are never touched
@@ -136,7 +143,7 @@ class GAP(Attack):
             goal = torch.full((x.shape[0],), self.target, dtype=torch.int64, device=x.device)
         delta = self._scaled(self._generate_universal(train=True) if self.mode == "universal"
                              else self.generator(x * 2 - 1))
-        logits = self.member_logits(self._apply(x, delta))[0]
+        logits = self.logits(self._apply(x, delta))
         loss = torch.log(nn.functional.cross_entropy(logits, goal) + 1e-12)
         if self.target is None and self.loss == "prediction":
             loss = -loss  # away from the clean prediction
@@ -156,19 +163,39 @@ class GAP(Attack):
                 delta = self._scaled(self.generator(x * 2 - 1))
             return self._apply(x, delta)
 
-    def __call__(self, x: Tensor, y: Optional[Tensor] = None, target: TargetSpec = None) -> Tensor:
-        """Adversarial images for ``x``; labels are not needed (GAP never looks at them)."""
-        return self.perturb(x)
+    def __call__(self, x: Tensor, y: Optional[Tensor] = None, target: TargetSpec = None, *,
+                 generator: Optional[torch.Generator] = None) -> Tensor:
+        """Adversarial images for ``x``; ``y`` is optional (GAP never looks at labels) and validated when given;
+        ``target`` must be None or the generator's own target class."""
+        self._check_fitted()
+        if y is None:
+            self._check_target(target, None)
+            with self._contexts():
+                return self.perturb(x)
+        return super().__call__(x, y, self._check_target(target, y), generator=generator)
 
-    def run(self, x: Tensor, y: Tensor, target: TargetSpec = None) -> AttackResult:
+    def run(self, x: Tensor, y: Tensor, target: TargetSpec = None, *,
+            generator: Optional[torch.Generator] = None) -> AttackResult:
         """As :meth:`Attack.run`; a generator trained with ``target=c`` reports targeted success for ``c``."""
-        if target is None and self.target is not None:
-            target = torch.full_like(y, self.target)
-        return super().run(x, y, target=target)
+        self._check_fitted()
+        return super().run(x, y, self._check_target(target, y), generator=generator)
 
-    def _run_batch(self, x: Tensor, y: Tensor, target: Optional[Tensor]) -> AttackResult:
-        adv = self.perturb(x)
-        return self.make_result(x, adv, y, target, steps=torch.ones_like(y))
+    def _check_target(self, target: TargetSpec, y: Optional[Tensor]) -> Optional[Tensor]:
+        """The call's target as the generator's own (a ``[B]`` tensor of it, or None); anything else is an error:
+        the perturbation does not depend on it."""
+        if target is None:
+            return None if self.target is None or y is None else torch.full_like(y, self.target)
+        same = self.target is not None and isinstance(target, Tensor) and target.numel() > 0 \
+            and not target.is_floating_point() and bool((target == self.target).all())
+        if not same:
+            trained = "untargeted" if self.target is None else f"trained for class {self.target}"
+            raise ValueError(f"GAP: target must be None{'' if self.target is None else f' or {self.target}'}: the "
+                             f"generator is {trained} and its perturbation does not depend on the call's target")
+        return target
+
+    def _attack(self, x: Tensor, y: Tensor, target: Optional[Tensor],
+                generator: Optional[torch.Generator]) -> AttackOutput:
+        return AttackOutput(adv=self.perturb(x), steps=torch.ones_like(y))
 
     # ---- persistence ------------------------------------------------------------------------------------
     def save(self, path: Union[str, os.PathLike]) -> None:
@@ -197,10 +224,14 @@ class GAP(Attack):
     # ---- internals --------------------------------------------------------------------------------------
     def _build(self, x: Tensor) -> None:
         channels = x.shape[1]
-        generator = torch.Generator().manual_seed(self.seed or 0)
+        if self.seed is None:
+            self.noise = torch.rand(1, *x.shape[1:]).to(x.device)
+            self.generator = ResnetGenerator(channels, channels, self.width, self.blocks).to(x.device)
+            return
+        generator = torch.Generator().manual_seed(self.seed)
         self.noise = torch.rand(1, *x.shape[1:], generator=generator).to(x.device)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed or 0)
+            torch.manual_seed(self.seed)
             self.generator = ResnetGenerator(channels, channels, self.width, self.blocks).to(x.device)
 
     def _generate_universal(self, train: bool) -> Tensor:
@@ -216,16 +247,16 @@ class GAP(Attack):
         return (x + delta).clamp(0, 1)
 
     def _device(self) -> torch.device:
-        for p in self.model.parameters():
-            return p.device
-        return torch.device("cpu")
+        return _module_device(self.model) or torch.device("cpu")
 
     def _check_images(self, x: Tensor) -> None:
         if not isinstance(x, Tensor) or not x.is_floating_point() or x.dim() != 4:
             got = f"{x.dtype} {list(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(f"GAP: images must be a float [B, C, H, W] tensor in [0, 1], got {got}")
+            raise ValueError(f"GAP: images (x) must be a float [B, C, H, W] tensor in [0, 1], got {got}")
+        if x.numel() and not bool(torch.isfinite(x).all()):
+            raise ValueError("GAP: images (x) must be finite, got NaN or inf")
         if x.numel() and (x.min() < 0 or x.max() > 1):
-            raise ValueError("GAP: images must hold pixel values in [0, 1]")
+            raise ValueError("GAP: images (x) must hold pixel values in [0, 1]")
         if self.noise is not None and tuple(x.shape[1:]) != tuple(self.noise.shape[1:]):
             raise ValueError(f"GAP: the generator was built for images of shape {list(self.noise.shape[1:])}, "
                              f"got {list(x.shape[1:])}")

@@ -1,11 +1,11 @@
 """MI-FGSM (Dong et al. 2018) and the self-distillation attack's Ensemble D-MIFGSM (Algorithm 1)."""
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Optional
 
 from torch import nn
 
-from robustkit.attacks._gradient import GradientAttack, StepRule, default_step_size
+from robustkit.attacks.gradient_base import GradientAttack, StepRule, default_step_size
 
 
 class MIFGSM(GradientAttack):
@@ -26,16 +26,9 @@ class MIFGSM(GradientAttack):
     """
 
     def __init__(self, model: Optional[nn.Module] = None, *, eps: float = 8 / 255, steps: int = 10,
-                 step_size: Optional[float] = None, decay: float = 1.0, temperature: float = 1.0,
-                 models: Optional[Sequence[nn.Module]] = None, fusion: str = "loss", soft_weight: float = 1.0,
-                 hard_weight: float = 0.0, weights: Optional[Sequence[float]] = None, amp: bool = False,
-                 batch_size: Optional[int] = None, seed: Optional[int] = None, early_stop: bool = False,
-                 streams="auto", conv_input_grad: str = "robustkit"):
+                 step_size: Optional[float] = None, decay: float = 1.0, **options):
         step_size = default_step_size(type(self).__name__, eps, steps, step_size)
-        rule = StepRule(eps=eps, step_size=step_size, steps=steps, decay=decay)
-        super().__init__(model, rule=rule, models=models, temperature=temperature, soft_weight=soft_weight,
-                         hard_weight=hard_weight, fusion=fusion, weights=weights, amp=amp, batch_size=batch_size,
-                         seed=seed, early_stop=early_stop, streams=streams, conv_input_grad=conv_input_grad)
+        super().__init__(model, eps=eps, rule=StepRule(step_size=step_size, steps=steps, decay=decay), **options)
 
 
 class DMIFGSM(MIFGSM):
@@ -43,17 +36,16 @@ class DMIFGSM(MIFGSM):
     λ1 = λ2 = 1 (Eq. 8 fuses ``Σ_k CE(l_k / T, y*) + Σ_k CE(l_k, y*)``), ε = 32/255, N = 20 iterations,
     μ = 1 and α = ε / N. The paper runs it targeted (``target=t``); untargeted it ascends the same loss.
 
-    ``models`` may be a single model or a list. Example::
+    The models are passed as ``model=`` (one model or an :class:`robustkit.nn.Ensemble`) or ``models=[...]``,
+    as to every attack. ``**options``: the shared :class:`robustkit.attacks.AttackOptions` and ``early_stop``.
 
-        >>> atk = DMIFGSM([vgg16, vgg19, inc_v3])
+    Example::
+
+        >>> atk = DMIFGSM(models=[vgg16, vgg19, inc_v3])
         >>> x_adv = atk(x, y, target=t)
     """
 
-    def __init__(self, models: Union[nn.Module, Sequence[nn.Module]], *, temperature: float = 16.0,
-                 soft_weight: float = 1.0, hard_weight: float = 1.0, eps: float = 32 / 255, steps: int = 20,
-                 decay: float = 1.0, amp: bool = False, batch_size: Optional[int] = None, seed: Optional[int] = None,
-                 early_stop: bool = False, streams="auto", conv_input_grad: str = "robustkit"):
-        members = [models] if isinstance(models, nn.Module) else models
-        super().__init__(models=members, eps=eps, steps=steps, decay=decay, temperature=temperature,
-                         soft_weight=soft_weight, hard_weight=hard_weight, fusion="loss", amp=amp,
-                         batch_size=batch_size, seed=seed, early_stop=early_stop, streams=streams, conv_input_grad=conv_input_grad)
+    def __init__(self, model: Optional[nn.Module] = None, *, temperature: float = 16.0, soft_weight: float = 1.0,
+                 hard_weight: float = 1.0, eps: float = 32 / 255, steps: int = 20, decay: float = 1.0, **options):
+        super().__init__(model, eps=eps, steps=steps, decay=decay, temperature=temperature,
+                         soft_weight=soft_weight, hard_weight=hard_weight, fusion="loss", **options)

@@ -1,11 +1,11 @@
 """Projected gradient descent (Madry et al. 2018) in the L-inf and L2 balls."""
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Optional
 
 from torch import nn
 
-from robustkit.attacks._gradient import GradientAttack, StepRule
+from robustkit.attacks.gradient_base import GradientAttack, StepRule
 
 
 class PGD(GradientAttack):
@@ -14,8 +14,9 @@ class PGD(GradientAttack):
     ``x_{i+1} = Π_{x, eps}(x_i + step_size * ∇ / ||∇||_2)`` for ``norm="l2"``, each then clipped to [0, 1].
 
     ``random_start=True`` draws the start uniformly from the L-inf ball, or uniformly from the volume of
-    the L2 ball (Gaussian direction, radius ``eps * U^(1/n)``), clipped to [0, 1], with the attack's
-    ``seed``. ``temperature``, ``models``, ``fusion``: see :class:`robustkit.attacks.FGSM`.
+    the L2 ball (Gaussian direction, radius ``eps * U^(1/n)``), clipped to [0, 1], drawn from
+    the attack's generator (``seed``, or the call's ``generator=``). ``**options`` as in
+    :class:`robustkit.attacks.FGSM`.
 
     Example::
 
@@ -26,14 +27,6 @@ class PGD(GradientAttack):
     """
 
     def __init__(self, model: Optional[nn.Module] = None, *, eps: float = 8 / 255, step_size: float = 2 / 255,
-                 steps: int = 10, norm: str = "linf", random_start: bool = True, temperature: float = 1.0,
-                 models: Optional[Sequence[nn.Module]] = None, fusion: str = "loss", soft_weight: float = 1.0,
-                 hard_weight: float = 0.0, weights: Optional[Sequence[float]] = None, amp: bool = False,
-                 batch_size: Optional[int] = None, seed: Optional[int] = None, early_stop: bool = False,
-                 streams="auto", conv_input_grad: str = "robustkit"):
-        if not isinstance(random_start, bool):
-            raise TypeError(f"PGD: random_start must be a bool, got {type(random_start).__name__}")
-        rule = StepRule(eps=eps, step_size=step_size, steps=steps, norm=norm, random_start=random_start)
-        super().__init__(model, rule=rule, models=models, temperature=temperature, soft_weight=soft_weight,
-                         hard_weight=hard_weight, fusion=fusion, weights=weights, amp=amp, batch_size=batch_size,
-                         seed=seed, early_stop=early_stop, streams=streams, conv_input_grad=conv_input_grad)
+                 steps: int = 10, norm: str = "linf", random_start: bool = True, **options):
+        rule = StepRule(step_size=step_size, steps=steps, random_start=random_start)
+        super().__init__(model, eps=eps, norm=norm, rule=rule, **options)

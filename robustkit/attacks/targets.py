@@ -24,7 +24,8 @@ def random_other(logits: Tensor, y: Tensor, generator: Optional[torch.Generator]
 
 def resolve_target(spec: TargetSpec, x: Tensor, y: Tensor, clean_logits: Optional[Tensor], *,
                    generator: Optional[torch.Generator] = None, name: str = "attack") -> Optional[Tensor]:
-    """Turns a target specification into an int64 ``[B]`` tensor (or None for untargeted)."""
+    """Turns a target specification into an int64 ``[B]`` tensor (or None for untargeted); integer tensors of any
+    width are widened to int64."""
     if spec is None:
         return None
     if isinstance(spec, str):
@@ -37,9 +38,12 @@ def resolve_target(spec: TargetSpec, x: Tensor, y: Tensor, clean_logits: Optiona
         target = spec(clean_logits, y) if clean_logits is not None else y.new_empty((0,))
     else:
         target = spec
-    if not isinstance(target, Tensor) or target.dtype != torch.int64 or target.shape != y.shape:
+    if not isinstance(target, Tensor) or target.shape != y.shape or target.is_floating_point() \
+            or target.is_complex() or target.dtype == torch.bool:
         got = f"{target.dtype} {list(target.shape)}" if isinstance(target, Tensor) else type(target).__name__
-        raise ValueError(f"{name}: target must be an int64 [B] tensor with B = {y.shape[0]}, got {got}")
+        raise ValueError(f"{name}: target must be an integer [B] tensor with B = {y.shape[0]} (int64, or any "
+                         f"integer dtype), got {got}")
+    target = target.long()
     if target.device != y.device:
         raise ValueError(f"{name}: target must be on {y.device}, got {target.device}")
     if target.numel() and target.min() < 0:

@@ -41,9 +41,9 @@ def test_matches_naive_reference(tiny, targeted, abort):
         torch.testing.assert_close(res.adv[i], adv, rtol=0, atol=1e-5)
         if l2sq < float("inf"):
             found += 1
-            torch.testing.assert_close(res.extras["l2"][i] ** 2, torch.tensor(l2sq), rtol=1e-4, atol=1e-6)
+            torch.testing.assert_close(res.extras["best_l2"][i] ** 2, torch.tensor(l2sq), rtol=1e-4, atol=1e-6)
         else:
-            assert res.extras["l2"][i] == float("inf")
+            assert res.extras["best_l2"][i] == float("inf")
     assert found >= 4  # the comparison is about found examples, not only failures
 
 
@@ -56,7 +56,7 @@ def test_mnist_lenet_fast_beats_deepfool(mnist_lenet):
     assert res.success.float().mean() >= 0.99
     assert res.adv.min() >= 0 and res.adv.max() <= 1
     assert res.l2[res.success].median() <= deepfool.l2.median()
-    torch.testing.assert_close(res.extras["l2"][res.success], res.l2[res.success], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(res.extras["best_l2"][res.success], res.l2[res.success], rtol=1e-4, atol=1e-5)
     assert all(torch.equal(p, q) for p, q in zip(params, model.parameters()))
 
 
@@ -71,7 +71,7 @@ def test_mnist_lenet_targeted(mnist_lenet):
 def test_confidence_margin_holds(tiny):
     model, x, y, _ = tiny
     res = CW(model, binary_search_steps=4, steps=60, lr=0.1, initial_const=1.0, confidence=0.5).run(x, y)
-    found = torch.isfinite(res.extras["l2"])
+    found = torch.isfinite(res.extras["best_l2"])
     assert found.any()
     z = res.logits[found]
     real = z.gather(1, y[found].unsqueeze(1)).squeeze(1)
@@ -106,8 +106,8 @@ def test_linf_and_l0_each_win_in_their_own_norm(tiny):
         assert res.adv.min() >= 0 and res.adv.max() <= 1
     assert (linf.linf <= l2.linf + 1e-6).all() and (linf.linf < l2.linf).any()
     pixels_l2 = ((l2.adv - x).abs() > 1e-4).flatten(2).any(dim=1).sum(dim=1)
-    assert (l0.extras["l0"] <= pixels_l2).all() and (l0.extras["l0"] < pixels_l2).any()
-    torch.testing.assert_close(linf.extras["linf"], linf.linf)
+    assert (l0.extras["best_l0"] <= pixels_l2).all() and (l0.extras["best_l0"] < pixels_l2).any()
+    torch.testing.assert_close(linf.extras["best_linf"], linf.linf)
 
 
 def test_l0_with_warm_start(tiny):
@@ -119,6 +119,6 @@ def test_l0_with_warm_start(tiny):
     l0 = CW(model, norm="l0", warm_start=True, **kw).run(x, y)
     assert l0.success.all() and l0.adv.min() >= 0 and l0.adv.max() <= 1
     changed = ((l0.adv - x).abs() > 1e-4).flatten(2).any(dim=1).sum(dim=1)
-    assert (changed == l0.extras["l0"]).all()
+    assert (changed == l0.extras["best_l0"]).all()
     pixels_l2 = ((cold.adv - x).abs() > 1e-4).flatten(2).any(dim=1).sum(dim=1)
     assert (changed <= pixels_l2).all() and (changed < pixels_l2).any()

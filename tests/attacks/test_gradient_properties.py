@@ -2,6 +2,8 @@
 warnings and argument errors, early stop, chunking, amp, the result object."""
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from torch import nn
@@ -17,7 +19,7 @@ ALL_ATTACKS = [
     lambda m, eps: IFGSM(m, eps=eps, steps=5),
     lambda m, eps: PGD(m, eps=eps, step_size=eps / 2, steps=5, seed=0),
     lambda m, eps: MIFGSM(m, eps=eps, steps=5, temperature=4.0),
-    lambda m, eps: DMIFGSM([m, tiny_cnn(seed=7)], eps=eps, steps=5),
+    lambda m, eps: DMIFGSM(models=[m, tiny_cnn(seed=7)], eps=eps, steps=5),
 ]
 
 
@@ -81,11 +83,17 @@ def test_input_is_not_modified_and_needs_no_grad():
     assert torch.equal(x, x_copy) and not adv.requires_grad and x.grad is None
 
 
-def test_model_in_train_mode_warns():
+def test_model_in_train_mode_is_attacked_in_eval_mode_and_restored():
+    # (the attack used to warn and run in train mode; it now switches to eval mode: tests/attacks/test_contract.py)
     m = tiny_cnn().train()
     x, y = tiny_batch()
-    with pytest.warns(UserWarning, match="training mode"):
+    seen = []
+    hook = m.register_forward_hook(lambda mod, inp, out: seen.append(mod.training))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         PGD(m, steps=1)(x, y)
+    hook.remove()
+    assert seen and not any(seen) and m.training and all(sub.training for sub in m.modules())
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -121,9 +129,9 @@ def test_bad_inputs_give_clear_errors():
     atk = PGD(m, steps=1)
     with pytest.raises(ValueError, match=r"x must hold pixel values in \[0, 1\]"):
         atk(x * 2, y)
-    with pytest.raises(ValueError, match="y must be an int64"):
+    with pytest.raises(ValueError, match="y must be an integer"):
         atk(x, y[:-1])
-    with pytest.raises(ValueError, match="y must be an int64"):
+    with pytest.raises(ValueError, match="y must be an integer"):
         atk(x, y.float())
     with pytest.raises(ValueError, match="y must hold classes < 10"):
         atk(x, torch.full_like(y, 10))
@@ -219,7 +227,7 @@ def test_amp_runs_and_keeps_float32_perturbation():
 @pytest.mark.parametrize("make", [
     lambda m: PGD(m, eps=0.1, step_size=0.02, steps=5, random_start=False),
     lambda m: PGD(m, eps=1.0, step_size=0.3, steps=5, norm="l2", random_start=False),
-    lambda m: DMIFGSM([m, m], eps=0.1, steps=5),
+    lambda m: DMIFGSM(models=[m, m], eps=0.1, steps=5),
 ])
 def test_cuda_matches_cpu(make):
     m = tiny_cnn(dtype=torch.float64)

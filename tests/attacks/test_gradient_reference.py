@@ -91,7 +91,7 @@ def test_ensemble_mifgsm_matches_reference(fusion):
 def test_dmifgsm_is_algorithm_1():
     models, (x, y) = _models(2), tiny_batch(dtype=F64)
     t = other_class(y)
-    atk = DMIFGSM(models)
+    atk = DMIFGSM(models=models)
     assert (atk.temperature, atk.soft_weight, atk.hard_weight, atk.steps) == (16.0, 1.0, 1.0, 20)
     assert atk.step_size == pytest.approx(32 / 255 / 20)
     adv = atk(x, y, target=t)
