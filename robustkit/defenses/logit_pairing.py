@@ -100,7 +100,16 @@ class LogitPairing:
         self.attack_mode = check_attack_mode("LogitPairing", attack_mode)
         self.generator = generator
 
+    def check_model(self, model: nn.Module) -> None:
+        """A robustkit attack must be bound to the model being trained (else it attacks a stale copy)."""
+        members = getattr(self.attack, "models", None)
+        bare = unwrap_model(model)
+        if members is not None and not any(member is bare for member in members):
+            raise ValueError("LogitPairing: attack is bound to another model; build the attack with the model "
+                             "being trained")
+
     def adversarial_images(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        self.check_model(model)
         with generation_mode(unwrap_model(model), self.attack_mode):
             x_adv = self.attack(x, y)
         return x_adv.detach()

@@ -133,6 +133,13 @@ def test_alp_needs_an_attack_and_clean_weight_needs_one():
         LogitPairing(3)
 
 
+def test_an_attack_bound_to_another_model_is_refused():
+    x, y = batch(4)
+    other = tiny_model(seed=5).float()
+    with pytest.raises(ValueError, match="attack is bound to another model"):
+        LogitPairing(FGSM(other, eps=0.1), adversarial=1.0)(tiny_model().float(), x.float(), y)
+
+
 def test_images_outside_the_box_are_refused():
     x, y = batch(4)
     with pytest.raises(ValueError, match="x must hold pixel values in"):
