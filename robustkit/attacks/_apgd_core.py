@@ -85,14 +85,17 @@ class _Projector:
 def apgd(logits_fn: LogitsFn, x: Tensor, y: Tensor, start: Tensor, *, eps: float, norm: str = "linf",
          steps: int = 100, loss: str = "ce", target: Optional[Tensor] = None, targeted_success: bool = False,
          eot: int = 1, eot_batched: bool = True, rho: float = 0.75, alpha: float = 0.75, early_stop: bool = True,
-         trace: bool = False) -> APGDRun:
+         return_best: bool = False, trace: bool = False) -> APGDRun:
     """Algorithm 1 from ``start`` (``x(0)``), per sample, with ``η(0) = 2 eps``.
 
     ``target`` selects the targeted loss; success is ``argmax == target`` when ``targeted_success`` and
     ``argmax != y`` otherwise (APGD-T counts any misclassification, as AutoAttack does). With
     ``early_stop`` samples leave the active batch once successful: the results are the same as without
-    (samples never interact), only cheaper.
+    (samples never interact), only cheaper. ``return_best`` returns ``x_max`` for every sample (for a
+    randomized model the point of highest expected loss is a stronger answer than the first iterate one
+    draw misclassified); it implies no early stop.
     """
+    early_stop = early_stop and not return_best
     batch = x.shape[0]
     loss_grad = partial(attack_loss_and_grad, loss)
     view = (-1,) + (1,) * (x.dim() - 1)
@@ -187,6 +190,6 @@ def apgd(logits_fn: LogitsFn, x: Tensor, y: Tensor, start: Tensor, *, eps: float
 
     if active.numel():
         out_best[active] = f_max
-        missing = ~out_success[active]
+        missing = torch.ones_like(found) if return_best else ~out_success[active]
         out_adv[active[missing]] = x_max[missing]
     return APGDRun(adv=out_adv, success=out_success, steps=out_steps, best_loss=out_best, step_trace=step_trace)

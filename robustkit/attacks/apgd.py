@@ -39,7 +39,9 @@ class APGD(FixedBudgetAttack):
         eot_batched: the EOT copies go through the model as one batch (``False``: one forward per copy, for
             models that draw one random transformation per call).
         rho: the fraction of Condition 1 (0.75).
-        early_stop: drop samples from the active batch once misclassified (same result, less work).
+        early_stop: drop samples from the active batch once misclassified (same result, less work). With
+            ``eot > 1`` every sample runs all steps and the result is its highest expected-loss point
+            ``x_max``: one misclassified draw of a randomized model is no success.
         seed and the other shared options: :class:`robustkit.attacks.base.AttackOptions`.
 
     ``extras["loss"]`` holds the best loss reached (``f_max``) for the samples not broken; ``steps`` the
@@ -110,7 +112,7 @@ class APGD(FixedBudgetAttack):
                 run = apgd(self.logits, x_t, y_t, start, eps=self.eps, norm=self.norm, steps=self.steps,
                            loss=self.loss, target=None if goal is None else goal[todo],
                            targeted_success=targeted_success, eot=self.eot, eot_batched=self.eot_batched,
-                           rho=self.rho, early_stop=self.early_stop)
+                           rho=self.rho, early_stop=self.early_stop, return_best=self.eot > 1)
                 steps[todo] += run.steps
                 better = run.success | (run.best_loss > best[todo])
                 adv[todo[better]] = run.adv[better]
