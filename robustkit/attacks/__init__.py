@@ -24,3 +24,11 @@ from robustkit.attacks.cw import CW
 from robustkit.attacks.deepfool import DeepFool
 
 __all__ += ["DeepFool", "CW"]
+
+from robustkit.attacks.apgd import APGD, APGDT
+from robustkit.attacks.autoattack import AutoAttack
+from robustkit.attacks.bpda import BPDA
+from robustkit.attacks.fab import FAB
+from robustkit.attacks.square import Square
+
+__all__ += ["APGD", "APGDT", "Square", "FAB", "AutoAttack", "BPDA"]
