@@ -37,11 +37,12 @@ def test_normalize_persistent_flag_controls_state_dict():
     assert fixed.to(torch.float64).mean.dtype == torch.float64
 
 
-def test_normalize_is_importable_from_its_old_places():
-    from robustkit.attacks import Normalize as from_attacks
-    from robustkit.attacks.normalize import Normalize as from_module
+def test_normalize_and_ensemble_are_importable_from_the_package_and_attacks():
+    from robustkit.attacks import Ensemble as attacks_ensemble
+    from robustkit.attacks import Normalize as attacks_normalize
 
-    assert from_attacks is Normalize and from_module is Normalize and robustkit.Normalize is Normalize
+    assert attacks_normalize is Normalize and robustkit.Normalize is Normalize
+    assert attacks_ensemble is Ensemble and robustkit.Ensemble is Ensemble
 
 
 @pytest.mark.parametrize("mean, std, match", [
