@@ -1,7 +1,7 @@
 """The retraining seed's claims on real data (Thakur, Ding and Li; Tables 1-7), at a scale two shared CPU cores
 can run in minutes: small models, subsets, short fine-tuning. See docs/retraining.md for the tables.
 
-MNIST: the cached LeNet (robustkit.models.train.trained_mnist_model), train = the 60,000 training images,
+MNIST: the cached LeNet (robustkit.zoo.trained_mnist_model), train = the 60,000 training images,
 test = the first --n-test MNIST test images.
 CIFAR-10: the shared copy has 1,000 test images only, so the first 40,000 training images are the training
 set (or the first --n-train of them) and --n-test images of the last 10,000 are held out as the test
@@ -16,6 +16,10 @@ Per attacker (GAP universal, FGSM eps=0.07, DeepFool L2, C&W L2 toward the least
   4. retraining with those fooling images as a new class (fooling="new_class") or left out ("drop").
 
     python bench/retraining.py --dataset mnist|cifar10 [--n-test 1000]
+    python bench/retraining.py --dataset mnist --tiny   # 6,000 training images, small n, GAP 1 epoch, C&W 1x10
+
+Writes bench/results/<machine label>/retraining_<dataset>.json after every row (parts run separately merge
+into it).
 """
 from __future__ import annotations
 
@@ -23,21 +27,21 @@ import argparse
 import functools
 import json
 import pathlib
-import sys
 import time
 
 import torch
 from torch import nn
 
+import harness
+from data import mnist_lenet
 from robustkit.attacks import FGSM, GAP
 from robustkit.datasets import cifar10, mnist
 from robustkit.defenses import KNNLabeler, Retrainer
 from robustkit.metrics import fooling_ratio
 from robustkit.training import train_classifier
-from robustkit.zoo import default_cache_dir, trained_mnist_model
+from robustkit.zoo import default_cache_dir
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-OUT = REPO / "bench" / "results" / "cpu-2core"
 CIFAR_ROOT = REPO.parent / "shared" / "data" / "cifar10"
 GAP_EPS_MNIST = 0.3  # at 10/255 GAP fools LeNet on under 1% of held-out MNIST images (bench/gap.py)
 
@@ -56,7 +60,7 @@ def load(dataset: str, n_test: int, n_train: int):
     if dataset == "mnist":
         x_tr, y_tr = mnist("train").tensors
         x_te, y_te = mnist("test").tensors
-        return (x_tr, y_tr), (x_te[:n_test], y_te[:n_test]), trained_mnist_model("lenet", progress=False)
+        return (x_tr, y_tr), (x_te[:n_test], y_te[:n_test]), mnist_lenet()
     x, y = cifar10(CIFAR_ROOT, "train").tensors
     train, test = (x[:n_train], y[:n_train]), (x[40000:40000 + n_test], y[40000:40000 + n_test])
     path = default_cache_dir() / f"retraining-cifar-cnn-n{n_train}-e3-s0.pt"
@@ -79,8 +83,9 @@ def gap_factory(x_fit: torch.Tensor, eps: float, epochs: int = 4):
         batches, epochs=epochs, lr=2e-3, progress=False)
 
 
-def attackers(x_train, dataset, cw_budget):
-    out = {"GAP": (gap_factory(x_train[:2000], 10 / 255 if dataset == "cifar10" else GAP_EPS_MNIST), None),
+def attackers(x_train, dataset, cw_budget, gap_fit=2000, gap_epochs=4):
+    out = {"GAP": (gap_factory(x_train[:gap_fit], 10 / 255 if dataset == "cifar10" else GAP_EPS_MNIST,
+                               gap_epochs), None),
            "FGSM": (lambda m: FGSM(m, eps=0.07), None)}
     try:
         from robustkit.attacks.deepfool import DeepFool
@@ -117,11 +122,11 @@ def label_accuracy(name, factory, model, labeler, train, test, n):
             "l2_mean": (adv_tr - train[0][idx]).flatten(1).norm(dim=1).mean().item()}
 
 
-def fooling_mechanism(model, train, test, dataset):
+def fooling_mechanism(model, train, test, dataset, gap_fit=2000, gap_epochs=4):
     labeler = KNNLabeler(pca_dim=50 if dataset == "mnist" else 300, fooling_threshold="auto").fit(*train)
     n = min(1000, test[0].shape[0])
     noise = torch.rand(n, *train[0].shape[1:], generator=torch.Generator().manual_seed(2))
-    big_gap = gap_factory(train[0][:2000], eps=0.5)(model)
+    big_gap = gap_factory(train[0][:gap_fit], eps=0.5, epochs=gap_epochs)(model)
     sets = {"held-out images": test[0][:n], "FGSM eps=0.07 train images": FGSM(model, eps=0.07)(
         train[0][:n], train[1][:n]), "uniform noise": noise, "GAP eps=0.5 held-out": big_gap(test[0][:n])}
     out = {"threshold": labeler.threshold_, "rule": "auto: 1.1 x 99th percentile of leave-one-out fooling distances",
@@ -149,29 +154,39 @@ def main():
     parser.add_argument("--n-whitebox", type=int, default=300, help="adversarial images for DeepFool and C&W")
     parser.add_argument("--parts", nargs="+", default=["labels", "fooling", "retrain", "fooling-retrain"],
                         help="fooling-retrain (with retrain): also retrain with a large-budget GAP's fooling images")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (1: small models on a loaded shared CPU run faster without spin-up)")
+    parser.add_argument("--tiny", action="store_true",
+                        help="checks the script: 6,000 training images, 100 test, n of 20-200, GAP 1 epoch on 256, "
+                             "C&W 1x10")
+    harness.add_arguments(parser, threads=1, clock="wall")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    harness.apply_arguments(args)
+    gap_fit, gap_epochs = 2000, 4
+    if args.tiny:
+        args.n_test, args.n_label, args.n_original, args.n_sweep, args.n_whitebox = 100, 20, 200, [100], 20
+        args.cw_budget, gap_fit, gap_epochs = [1, 10], 256, 1
     torch.manual_seed(0)
     start = time.perf_counter()
     train, test, model = load(args.dataset, args.n_test, args.n_train)
+    if args.tiny:
+        train = (train[0][:6000], train[1][:6000])
     dim = 50 if args.dataset == "mnist" else 300
     labeler = KNNLabeler(pca_dim=dim).fit(*train)
-    factories = attackers(train[0], args.dataset, args.cw_budget)
-    result = {"command": "python " + " ".join(sys.argv), "dataset": args.dataset, "pca_dim": dim,
+    factories = attackers(train[0], args.dataset, args.cw_budget, gap_fit, gap_epochs)
+    result = {"command": harness.environment()["command"], "dataset": args.dataset, "pca_dim": dim,
               "n_train": train[0].shape[0], "n_test": test[0].shape[0],
               "clean_test_accuracy": (model(test[0]).argmax(1) == test[1]).double().mean().item(),
               "attackers": list(factories), "cw_budget": args.cw_budget, "n_sweep": args.n_sweep,
               "n_original": args.n_original}
-    out_path = OUT / f"retraining_{args.dataset}.json"
-    # parts run separately merge into one file
-    previous = json.loads(out_path.read_text()) if out_path.is_file() else {}
+    output = harness.Result(f"retraining_{args.dataset}" + ("-quick" if args.tiny else ""), rows={})
+    # parts run separately merge into one file (the rows of an older file without the harness's layout: all of it)
+    previous = json.loads(output.path().read_text()) if output.path().is_file() else {}
+    previous = previous.get("rows", previous) if "environment" in previous else previous
     result = {**previous, **result, "commands": previous.get("commands", []) + [result.pop("command")]}
 
     def save():
         result["seconds"] = time.perf_counter() - start
-        out_path.write_text(json.dumps(result, indent=2) + "\n")
+        output.rows = result
+        output.write()
 
     if "labels" in args.parts:
         result["label_accuracy"] = []
@@ -180,7 +195,7 @@ def main():
             print(result["label_accuracy"][-1], flush=True)
             save()
     if "fooling" in args.parts:
-        result["fooling_mechanism"] = fooling_mechanism(model, train, test, args.dataset)
+        result["fooling_mechanism"] = fooling_mechanism(model, train, test, args.dataset, gap_fit, gap_epochs)
         print(result["fooling_mechanism"], flush=True)
         save()
     if "retrain" in args.parts:
@@ -196,7 +211,7 @@ def main():
             # the seed's fooling-image class on real data: a large-budget GAP's outputs are flagged by the auto
             # threshold and become class 10 (new_class) or are left out (drop)
             fooling_labeler = KNNLabeler(pca_dim=dim, fooling_threshold="auto").fit(*train)
-            factories["GAP eps=0.5 (fooling)"] = gap_factory(train[0][:2000], eps=0.5)
+            factories["GAP eps=0.5 (fooling)"] = gap_factory(train[0][:gap_fit], eps=0.5, epochs=gap_epochs)
             plan += [("GAP eps=0.5 (fooling)", args.n_sweep[-1], "labeler", fooling_labeler)]
         for name, n, labels, row_labeler in plan:
             for fooling in (("new_class", "drop") if name.endswith("(fooling)") else ("new_class",)):
@@ -208,7 +223,6 @@ def main():
                 print(row, flush=True)
                 save()
     save()
-    print(f"wrote {out_path}")
 
 
 if __name__ == "__main__":
