@@ -30,12 +30,15 @@ def trainable(model: nn.Module) -> nn.Module:
     return model
 
 
-def mnist_model(name: str = "lenet", *, seed: int = 0, device: Union[str, torch.device] = "cpu") -> nn.Module:
-    """The zoo's MNIST model ``name`` trained with ``seed``, in eval mode (trained on first use, then cached
-    under ``$ROBUSTKIT_CACHE``, default ``~/.cache/robustkit``)."""
+def mnist_model(name: str = "lenet", *, seed: int = 0, device: Union[str, torch.device] = "cpu",
+                n_train: Optional[int] = None) -> nn.Module:
+    """The zoo's MNIST model ``name`` trained with ``seed`` (on the first ``n_train`` training images when
+    given: quick runs), in eval mode; trained on first use, then cached under ``$ROBUSTKIT_CACHE`` (default
+    ``~/.cache/robustkit``)."""
     from robustkit.zoo import trained_mnist_model
 
-    return trainable(trained_mnist_model(name, seed=seed, progress=False).eval().to(device))
+    model = trained_mnist_model(name, seed=seed, n_train=n_train, progress=False)
+    return trainable(model.eval().to(device))
 
 
 def mnist_lenet(seed: int = 0, device: Union[str, torch.device] = "cpu") -> nn.Module:

@@ -14,42 +14,40 @@ target class per image (seeded), we measure targeted success = the model predict
 usually attacked at ε = 0.3).
 
     python bench/transfer_mnist.py [--images 500] [--eps 0.1255 0.3] [--threads 1]
+    python bench/transfer_mnist.py --tiny   # MLP + LeNet trained on 6,000 images, 16 images, T in {1, 16}
 
-Writes bench/results/<label>/transfer_mnist.json.
+Writes bench/results/<machine label>/transfer_mnist.json.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import pathlib
-import sys
 import time
 
 import torch
 
+import harness
+from data import mnist_model, mnist_split, predict
 from robustkit.attacks import DMIFGSM, MIFGSM
-from robustkit.datasets import mnist
-from robustkit.zoo import trained_mnist_model
 
-RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 #: (architecture, training seed); the LeNet is not the seed-0 one the tests attack, so no source is a test model
 ZOO = [("mlp", 0), ("lenet", 1), ("convnet", 0), ("vgg", 0)]
 TEMPERATURES = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0]
 
 
-def load_zoo():
+def load_zoo(zoo=ZOO, n_train=None):
     models = {}
-    for name, seed in ZOO:
+    for name, seed in zoo:
         start = time.time()
-        models[name] = trained_mnist_model(name, seed=seed, progress=False)
+        models[name] = mnist_model(name, seed=seed, n_train=n_train)
         print(f"{name}: ready in {time.time() - start:.0f}s", flush=True)
     return models
 
 
 def pick_images(models, count: int, seed: int):
     """The first ``count`` test images every model classifies correctly, and a random other target each."""
-    test = mnist("test")
-    x, y = test[0:min(len(test), 4 * count)]
+    x, y = mnist_split("test")
+    x, y = x[:4 * count], y[:4 * count]
     with torch.no_grad():
         ok = torch.stack([m(x).argmax(1) == y for m in models.values()]).all(0)
     x, y = x[ok][:count].contiguous(), y[ok][:count].contiguous()
@@ -60,9 +58,8 @@ def pick_images(models, count: int, seed: int):
 
 
 def test_accuracy(models) -> dict:
-    x, y = mnist("test")[:]
-    with torch.no_grad():
-        return {n: (m(x).argmax(1) == y).float().mean().item() for n, m in models.items()}
+    x, y = mnist_split("test")
+    return {n: (predict(m, x) == y).float().mean().item() for n, m in models.items()}
 
 
 def success_on_all(models, adv, target) -> dict:
@@ -135,16 +132,21 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=500)
     parser.add_argument("--eps", type=float, nargs="+", default=[32 / 255, 0.3])
     parser.add_argument("--sweep-eps", type=float, default=None, help="ε of the temperature sweep (default: last --eps)")
-    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--label", default="cpu-2core")
+    parser.add_argument("--tiny", action="store_true",
+                        help="checks the script: MLP and LeNet trained on 6,000 images, 16 images, eps 0.3, T in {1, 16}")
+    harness.add_arguments(parser, threads=1, clock="wall")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    harness.apply_arguments(args)
+    zoo, n_train = ZOO, None
+    if args.tiny:
+        zoo, n_train, args.images, args.eps = ZOO[:2], 6000, 16, [0.3]
+        TEMPERATURES[:] = [1.0, 16.0]
     start = time.time()
-    models = load_zoo()
+    models = load_zoo(zoo, n_train)
     names = list(models)
     x, y, target, _ = pick_images(models, args.images, args.seed)
-    report = {"command": "python " + " ".join(sys.argv), "images": x.shape[0], "zoo": ZOO,
+    report = {"images": x.shape[0], "zoo": zoo, "n_train": n_train,
               "clean_test_accuracy": test_accuracy(models), "by_eps": {}}
     print(f"{x.shape[0]} images; clean test accuracy {report['clean_test_accuracy']}", flush=True)
     for eps in args.eps:
@@ -159,10 +161,8 @@ def main() -> None:
     print(f"temperature sweep at eps={sweep_eps:.4f}", flush=True)
     report["temperature_sweep"] = {"eps": sweep_eps, "by_temperature": run_sweep(models, x, y, target, sweep_eps)}
     report["seconds"] = time.time() - start
-    out = RESULTS / args.label / "transfer_mnist.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    print(f"wrote {out} in {report['seconds']:.0f}s")
+    rows = {"by_eps": report.pop("by_eps"), "temperature_sweep": report.pop("temperature_sweep")}
+    harness.Result("transfer_mnist" + ("-quick" if args.tiny else ""), rows, notes=report).write()
 
 
 if __name__ == "__main__":
