@@ -8,7 +8,8 @@
 #
 # A call may land on a fresh machine, so every call first installs the carried wheels and builds the
 # extension with its CUDA kernels (FORCE_CUDA=1; ninja rebuilds nothing on a machine still warm). Results go to
-# bench/results/<gpu name>/ and, when the device tool's $OUT is set, are copied there to come back.
+# bench/results/<machine label>/ (bench/harness.py: the GPU's name for CUDA rows, cpu-<cores>core for CPU rows)
+# and, when the device tool's $OUT is set, are copied there to come back.
 # Commit them from here afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,11 +44,10 @@ for stage in "$@"; do
     build) ;;  # setup above is the build
     test) $PY -m pytest -q -m cuda -p no:cacheprovider ;;
     ops) $PY bench/ops.py && $PY bench/conv_input_grad.py --device cuda ;;
-    attacks) $PY bench/attacks.py --gpu --label "$($PY -c 'import sys; sys.path.insert(0, "bench"); from _common import machine_label; print(machine_label("cuda"))')" ;;
+    attacks) $PY bench/attacks.py --gpu ;;
     minnorm) $PY bench/minnorm_gpu.py ;;
     labeler) $PY bench/labeler.py --device cuda --datasets mnist --data .data ;;
-    eval) $PY bench/eval_throughput.py --device cuda --image-size 224 --images 512 --batch-size 128 \
-            --label "$($PY -c 'import sys; sys.path.insert(0, "bench"); from _common import machine_label; print(machine_label("cuda"))')" ;;
+    eval) $PY bench/eval_throughput.py --device cuda --image-size 224 --images 512 --batch-size 128 ;;
     *) echo "unknown stage $stage (build test ops attacks minnorm labeler eval)"; exit 2 ;;
   esac
 done
