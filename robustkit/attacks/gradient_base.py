@@ -26,6 +26,8 @@ import torch
 from torch import Tensor, nn
 
 from robustkit.attacks.base import AttackOutput, FixedBudgetAttack, is_success
+from robustkit.attacks.eot import check_eot
+from robustkit.attacks.restarts import best_of_restarts, check_restarts
 from robustkit.ops import ensemble_temperature_ce, ensemble_temperature_ce_grad, sign_momentum_step
 
 _FUSIONS = ("loss", "logits")
@@ -63,15 +65,23 @@ class GradientAttack(FixedBudgetAttack):
             whenever that run's success is monotone, e.g. untargeted PGD on an undefended model), ``adv``
             holds each sample's *first* successful iterate, so the images differ from a fixed-step run's,
             and ``steps`` the iterations each sample used. Costs one host sync per step.
+        eot: average each step's gradient over ``eot`` stochastic forwards (expectation over transformation,
+            for randomized models), as one forward of ``eot * B`` rows; success is judged on the mean logits.
+        restarts: run up to ``restarts`` times and keep, per sample, the first successful result; restarts
+            after the first start from a uniformly random point of the ball (even for FGSM and MI-FGSM) and
+            attack only the samples not yet successful.
         models, amp, batch_size, seed, streams, conv_input_grad, attack_mode: the shared
             :class:`robustkit.attacks.AttackOptions`.
     """
 
     def __init__(self, model: Optional[nn.Module] = None, *, eps: float, norm: str = "linf", rule: StepRule,
                  temperature: float = 1.0, soft_weight: float = 1.0, hard_weight: float = 0.0, fusion: str = "loss",
-                 weights: Optional[Sequence[float]] = None, early_stop: bool = False, **options):
+                 weights: Optional[Sequence[float]] = None, early_stop: bool = False, eot: int = 1,
+                 restarts: int = 1, **options):
         super().__init__(model, eps=eps, norm=norm, **options)
         name = type(self).__name__
+        self.eot = check_eot(name, eot)
+        self.restarts = check_restarts(name, restarts)
         _check_number(name, "step_size", rule.step_size, minimum=0.0)
         if isinstance(rule.steps, bool) or not isinstance(rule.steps, int) or rule.steps < 1:
             raise ValueError(f"{name}: steps must be an int >= 1, got {rule.steps!r}")
@@ -118,7 +128,7 @@ class GradientAttack(FixedBudgetAttack):
                 f"norm={self.norm!r}, random_start={r.random_start}, decay={r.decay}, "
                 f"temperature={self.temperature:g}, soft_weight={self.soft_weight:g}, "
                 f"hard_weight={self.hard_weight:g}, fusion={self.fusion!r}, models={len(self.models)}, "
-                f"early_stop={self.early_stop})")
+                f"early_stop={self.early_stop}, eot={self.eot}, restarts={self.restarts})")
 
     # ---- the step ---------------------------------------------------------------------------------------
     def _loss_gradient(self, x_adv: Tensor, label: Tensor, targeted: bool, *,
@@ -128,6 +138,15 @@ class GradientAttack(FixedBudgetAttack):
         ensemble's logits at ``x_adv`` (detached; early stop reads success from them) and ``grad``, ``x_adv``'s
         shape. ``check``: compare ``label`` with the models' output size (the first step does)."""
         x_var = x_adv.detach().requires_grad_(True)
+        if self.eot > 1:
+            # EOT: eot copies as one batch; the repeat's backward sums the copies' gradients into x_var
+            rows = (self.eot,) + (1,) * (x_var.dim() - 1)
+            outs = self.member_logits(x_var.repeat(rows))
+            if check:
+                self.check_classes(outs[0].shape[1], label, targeted)
+            grad = self._fused_gradient(outs, x_var, label.repeat(self.eot), targeted).div_(self.eot)
+            copies = self.ensemble.combine([o.detach() for o in outs])
+            return copies.view(self.eot, x_var.shape[0], -1).mean(dim=0), grad
         outs = self.member_logits(x_var)
         if check:
             self.check_classes(outs[0].shape[1], label, targeted)
@@ -161,9 +180,10 @@ class GradientAttack(FixedBudgetAttack):
         sign_momentum_step(x_adv, x, grad, momentum, step_size=r.step_size, eps=self.eps,
                            decay=0.0 if r.decay is None else r.decay, grad_norm=r.grad_norm, norm=self.norm)
 
-    def _start(self, x: Tensor, generator: Optional[torch.Generator]) -> Tensor:
-        """x itself, or a uniformly random point of the eps-ball around it (PGD), clipped to [0, 1]."""
-        if not self.rule.random_start or self.eps == 0:
+    def _start(self, x: Tensor, generator: Optional[torch.Generator], random: Optional[bool] = None) -> Tensor:
+        """x itself, or a uniformly random point of the eps-ball around it (PGD; any restart after the first),
+        clipped to [0, 1]."""
+        if not (self.rule.random_start if random is None else random) or self.eps == 0:
             return x.clone()
         if self.norm == "linf":
             noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
@@ -182,9 +202,17 @@ class GradientAttack(FixedBudgetAttack):
                 generator: Optional[torch.Generator]) -> AttackOutput:
         if x.shape[0] == 0:
             return AttackOutput(adv=x.clone(), steps=y.new_zeros((0,)))
+        if self.restarts == 1:
+            return self._run_once(x, y, target, generator, restart=0)
+        return best_of_restarts(lambda xs, ys, ts, index: self._run_once(xs, ys, ts, generator, restart=index),
+                                lambda adv, xs, ys, ts: is_success(self.predict(adv), ys, ts),
+                                x, y, target, self.restarts)
+
+    def _run_once(self, x: Tensor, y: Tensor, target: Optional[Tensor], generator: Optional[torch.Generator],
+                  restart: int) -> AttackOutput:
         label = y if target is None else target
         # the one place a run's (random) start is drawn
-        start = self._start(x, generator)
+        start = self._start(x, generator, random=None if restart == 0 else True)
         if self.early_stop:
             return self._run_early_stop(x, start, y, target, label)
         return self._run_fixed(x, start, label, target is not None)

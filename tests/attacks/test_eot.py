@@ -96,3 +96,40 @@ def test_eot_beats_one_forward_on_random_resize_and_pad(mnist_lenet):
     acc_many = _expected_accuracy(defended, many.adv, y)
     print(f"expected accuracy: one forward {float(acc_one):.3f}, EOT-10 {float(acc_many):.3f}")
     assert acc_many < acc_one - 0.15, (float(acc_many), float(acc_one))
+
+
+# ---- eot= and restarts= on the gradient family ------------------------------------------------------------
+def test_pgd_eot_gradient_is_the_mean_over_copies():
+    from robustkit.attacks import PGD
+
+    model = RowNoise(tiny_cnn(seed=1, dtype=torch.float64))
+    x, y = tiny_batch(batch=4, dtype=torch.float64)
+    atk = PGD(model, eps=0.1, eot=3)
+    torch.manual_seed(3)
+    logits, grad = atk._loss_gradient(x, y, False)
+    torch.manual_seed(3)
+    noise = torch.randn(3 * 4, *x.shape[1:], dtype=torch.float64)
+    xv = x.clone().requires_grad_(True)
+    z = model.model(xv.repeat(3, 1, 1, 1) + 0.1 * noise)
+    (ref,) = torch.autograd.grad(F.cross_entropy(z, y.repeat(3), reduction="sum") / 3, xv)
+    torch.testing.assert_close(grad, ref)
+    torch.testing.assert_close(logits, z.detach().view(3, 4, -1).mean(0))
+
+
+@pytest.mark.parametrize("name", ["FGSM", "IFGSM", "PGD", "MIFGSM"])
+def test_restarts_only_add_successes_and_bad_values_are_named(name):
+    import robustkit.attacks as A
+
+    cls = getattr(A, name)
+    model = tiny_cnn(seed=4)
+    x, _ = tiny_batch(batch=16, seed=6)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    one = cls(model, eps=0.03, seed=0).run(x, y)
+    many = cls(model, eps=0.03, seed=0, restarts=4).run(x, y)
+    assert bool((many.success | ~one.success).all())  # every sample broken once stays broken
+    assert bool((many.linf <= 0.03 + 1e-6).all())
+    with pytest.raises(ValueError, match="restarts must be an int >= 1"):
+        cls(model, eps=0.03, restarts=0)
+    with pytest.raises(ValueError, match="eot must be an int >= 1"):
+        cls(model, eps=0.03, eot=0)
