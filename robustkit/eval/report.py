@@ -16,7 +16,7 @@ from typing import Dict, List, Sequence
 
 import torch
 
-from robustkit.eval.storage import write_atomic
+from robustkit.eval.storage import read_json, write_atomic
 
 #: (metric key, column title) of the summary table, in order.
 SUMMARY_COLUMNS = (("clean_accuracy", "clean acc"), ("robust_accuracy", "robust acc"),
@@ -78,11 +78,7 @@ def write_report(out_dir) -> pathlib.Path:
 
 
 def _read_results(path: pathlib.Path) -> dict:
-    try:
-        results = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"report: {path} is not valid JSON ({error}); rerun the evaluation with resume to "
-                         "rewrite it") from None
+    results = read_json(path, "report", "rerun the evaluation with resume to rewrite it")
     if not isinstance(results, dict) or not isinstance(results.get("attacks"), dict):
         raise ValueError(f"report: {path} is not a results file (no attacks); rerun the evaluation with resume")
     return results

@@ -20,7 +20,8 @@ from robustkit.eval import distributed as D
 from robustkit.eval.describe import describe_attack, device_description, model_fingerprint, software_versions
 from robustkit.eval.gradcam import grad_cam
 from robustkit.eval.records import RecordError, RecordWriter, has_records, read_records
-from robustkit.eval.storage import OutputLock, dumps, remove_stale_temporaries, write_atomic, write_json
+from robustkit.eval.storage import (OutputLock, dumps, read_json, remove_stale_temporaries, write_atomic,
+                                     write_json)
 from robustkit.eval.summary import ALL_METRICS, summarize
 from robustkit.training.classifier import model_device
 
@@ -273,16 +274,12 @@ def _plan_run(out_dir, settings, resume, dataset, model, correct_for, only_corre
 
 
 def _read_run_file(path: pathlib.Path) -> dict:
-    try:
-        previous = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"out: {path} is not valid JSON ({error}); the run cannot be resumed; delete the "
-                         "directory's run.json and records/ or choose another directory") from None
+    remedy = "the run cannot be resumed; delete the directory's run.json and records/ or choose another directory"
+    previous = read_json(path, "out", remedy)
     if (not isinstance(previous, dict) or not isinstance(previous.get("settings"), dict)
             or not isinstance(previous.get("selection"), list)
             or not all(isinstance(i, int) and not isinstance(i, bool) for i in previous["selection"])):
-        raise ValueError(f"out: {path} is not a run file (needs settings and an index selection); the run cannot "
-                         "be resumed; delete the directory's run.json and records/ or choose another directory")
+        raise ValueError(f"out: {path} is not a run file (needs settings and an index selection); {remedy}")
     return previous
 
 

@@ -38,6 +38,15 @@ def dumps(obj: Any, **kwargs) -> str:
     return json.dumps(json_safe(obj), allow_nan=False, **kwargs)
 
 
+def read_json(path: pathlib.Path, who: str, remedy: str) -> Any:
+    """The JSON in ``path``; a file that is not UTF-8 JSON is a ``ValueError`` naming it (``who: path is not
+    valid JSON (...); remedy``)."""
+    try:
+        return json.loads(pathlib.Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{who}: {path} is not valid JSON ({error}); {remedy}") from None
+
+
 def to_float(value: Any) -> float:
     """A float read from run-directory JSON: None -> nan, ``"inf"`` / ``"-inf"`` -> ±inf."""
     if value is None:
@@ -138,5 +147,5 @@ class OutputLock:
         self.release()
 
 
-__all__ = ["json_safe", "dumps", "to_float", "DiskFullError", "names_disk_full", "write_atomic", "write_json",
+__all__ = ["json_safe", "dumps", "read_json", "to_float", "DiskFullError", "names_disk_full", "write_atomic", "write_json",
            "remove_stale_temporaries", "OutputLock"]
