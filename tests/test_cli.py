@@ -238,6 +238,19 @@ def test_corrupt_run_files_are_named(tmp_path, capsys):
     assert "results.json is not valid JSON" in capsys.readouterr().err
 
 
+class _NotWeights:     # unpickling this needs weights_only=False, which the report never uses
+    pass
+
+
+def test_report_refuses_an_examples_file_it_cannot_load_safely(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _eval("robustkit.models:LeNet", out) == 0
+    torch.save({"x": _NotWeights()}, out / "examples.pt")
+    assert main(["report", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "examples.pt is not a loadable examples file" in err and "Traceback" not in err
+
+
 def test_a_full_disk_is_one_line(tmp_path, capsys, monkeypatch):
     import errno
     import os

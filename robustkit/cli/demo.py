@@ -36,6 +36,7 @@ def run(args) -> int:
     from robustkit.cli import specs
     from robustkit.datasets import mnist
     from robustkit.eval import evaluate
+    from robustkit.eval.storage import write_atomic
     out = options.check_out(args.out)
     device = options.resolve_device(args.device)
     if not args.resume:
@@ -44,7 +45,8 @@ def run(args) -> int:
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     model = demo_model(args.fast, device)
     out.mkdir(parents=True, exist_ok=True)
-    torch.save({k: v.cpu() for k, v in model.state_dict().items()}, out / "model.pt")
+    state = {k: v.cpu() for k, v in model.state_dict().items()}
+    write_atomic(out / "model.pt", lambda tmp: torch.save(state, tmp))
     attacks = {}
     for name in DEMO_ATTACKS:
         # DeepFool stops each image as soon as it crosses the boundary: its own step budget costs little
