@@ -77,12 +77,13 @@ def device_description(device: torch.device, world_size: int) -> Dict[str, Any]:
     if device.type == "cuda":
         info["name"] = torch.cuda.get_device_name(device)
     else:
-        info["name"] = _cpu_name() or platform.processor() or "cpu"
+        info["name"] = cpu_name() or platform.processor() or "cpu"
         info["cpu_count"] = os.cpu_count()
     return info
 
 
-def _cpu_name() -> Optional[str]:
+def cpu_name() -> Optional[str]:
+    """The CPU model from /proc/cpuinfo (None where there is none)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -93,5 +94,5 @@ def _cpu_name() -> Optional[str]:
     return None
 
 
-__all__ = ["describe_attack", "model_fingerprint", "software_versions", "device_description",
+__all__ = ["describe_attack", "model_fingerprint", "software_versions", "device_description", "cpu_name",
            "MINIMAL_NORM_ATTACKS"]
