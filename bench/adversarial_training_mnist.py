@@ -71,6 +71,8 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="checkpoint folder of the run")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--limit", type=int, default=None, help="train on the first N training images")
+    parser.add_argument("--pgd-images", type=int, default=10000, help="test images for PGD-50 (one start)")
     parser.add_argument("--restarts", type=int, default=10)
     parser.add_argument("--restart-images", type=int, default=1000)
     parser.add_argument("--eval-only", action="store_true", help="evaluate the run's last checkpoint as it is")
@@ -89,7 +91,8 @@ def main() -> None:
         model.load_state_dict(state["model"])
         history = rk.training.History(**state["history"])
     else:
-        history = rk.training.fit(model, mnist("train"), objective, epochs=args.epochs, batch_size=100,
+        train = mnist("train") if args.limit is None else torch.utils.data.Subset(mnist("train"), range(args.limit))
+        history = rk.training.fit(model, train, objective, epochs=args.epochs, batch_size=100,
                                   optimizer="adam", lr=args.lr, schedule="cyclic", checkpoint_dir=out,
                                   resume=args.resume, seed=args.seed, progress=True)
     train_wall, train_cpu = time.perf_counter() - started, time.process_time() - cpu_started
@@ -98,11 +101,12 @@ def main() -> None:
     eval_started = time.perf_counter()
     with torch.no_grad():
         clean = torch.cat([model(x[i:i + 1000]).argmax(1) == y[i:i + 1000] for i in range(0, len(x), 1000)])
-    pgd_one = robust_under_restarts(model, x, y, args.eps, 50, 1)
+    pgd_one = robust_under_restarts(model, x[:args.pgd_images], y[:args.pgd_images], args.eps, 50, 1)
     n = args.restart_images
     pgd_many = robust_under_restarts(model, x[:n], y[:n], args.eps, 50, args.restarts)
     row = {"defense": args.defense, "epochs_trained": len(history), "stopped": history.stopped,
-           "clean_accuracy": float(clean.float().mean()), "pgd50_accuracy": float(pgd_one.float().mean()),
+           "clean_accuracy": float(clean.float().mean()), f"pgd50_accuracy_first{args.pgd_images}": float(pgd_one.float().mean()),
+           "train_images": args.limit or 60000,
            f"pgd50x{args.restarts}_accuracy_first{n}": float(pgd_many.float().mean()),
            "clean_accuracy_first_n": float(clean[:n].float().mean()),
            "train_wall_seconds_this_call": train_wall, "train_cpu_seconds_this_call": train_cpu,

@@ -24,7 +24,7 @@ import sys
 from typing import Optional, Sequence
 
 #: The subcommands, in the order ``--help`` lists them: modules ``robustkit.cli.<name>``.
-COMMANDS = ("demo", "eval", "transfer", "report", "retrain")
+COMMANDS = ("demo", "eval", "transfer", "report", "retrain", "train")
 
 
 def _command(name: str):
