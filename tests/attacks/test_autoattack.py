@@ -1,0 +1,60 @@
+"""AutoAttack: the suites, each attack on the samples still robust, and the budget."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from robustkit.attacks import APGD, AutoAttack
+from tests._tiny import tiny_batch, tiny_cnn
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _setup(seed=0, batch=16):
+    model = tiny_cnn(seed=seed)
+    x, _ = tiny_batch(batch=batch, seed=seed + 1)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    y[0] = (y[0] + 1) % 10  # one sample misclassified clean
+    return model, x, y
+
+
+def test_suites():
+    model = tiny_cnn()
+    assert AutoAttack(model, eps=0.1).stage_names == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    assert AutoAttack(model, eps=0.1, version="rand").stage_names == ["apgd-ce", "apgd-dlr"]
+    assert all(a.eot == 20 for _, a in AutoAttack(model, eps=0.1, version="rand").attacks)
+    assert AutoAttack(model, eps=0.1, version="fast").stage_names == ["apgd-ce", "apgd-t"]
+    with pytest.raises(ValueError, match="version must be one of"):
+        AutoAttack(model, eps=0.1, version="plus")
+    with pytest.raises(ValueError, match="untargeted only"):
+        x, y = tiny_batch(batch=2)
+        AutoAttack(model, eps=0.1).run(x, y, target=(y + 1) % 10)
+
+
+def test_fast_suite_breaks_what_apgd_ce_breaks_and_stays_in_budget():
+    model, x, y = _setup(seed=2)
+    res = AutoAttack(model, eps=0.02, version="fast").run(x, y)
+    alone = APGD(model, eps=0.02).run(x, y)
+    assert res.success.sum() >= alone.success.sum()
+    assert bool((res.linf <= 0.02 + 1e-6).all())
+    assert torch.equal(res.success, res.extras["stage"] >= 0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("norm,eps", [("linf", 0.02), ("l2", 0.15)])
+def test_standard_is_at_least_as_strong_as_apgd_ce_and_respects_the_budget(norm, eps):
+    model, x, y = _setup()
+    atk = AutoAttack(model, eps=eps, norm=norm)
+    res = atk.run(x, y)
+    stage = res.extras["stage"]
+    assert int(stage[0]) == 0
+    assert torch.equal(res.success, stage >= 0)
+    size = res.linf if norm == "linf" else res.l2
+    assert bool((size <= eps + 1e-5).all())
+    alone = APGD(model, eps=eps, norm=norm).run(x, y)
+    assert res.success.sum() >= alone.success.sum()
+    counts = atk.last_counts
+    assert counts[0] == 15 and all(a >= b for a, b in zip(counts, counts[1:]))
+    assert counts[-1] == int((~res.success).sum())
+    assert (stage > 0).any() and (stage < 0).any(), "the test needs both broken and robust samples"
