@@ -83,11 +83,11 @@ def main() -> None:
         res = evaluate(model, (x.cpu(), y.cpu()), {"pgd": attack()}, out=tmp, batch_size=args.batch_size,
                        device=args.device, progress=False, report=False, examples=0, metrics=())
         record = json.loads((pathlib.Path(tmp) / "records" / "rank-0.jsonl").read_text().splitlines()[0])
-    direct = attack()
-    direct.seed = batch_seed(0, 0, 0)
+    # the runner draws each batch's randomness from a generator seeded with batch_seed(seed, batch, attack)
+    generator = torch.Generator(device=args.device).manual_seed(batch_seed(0, 0, 0))
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(direct.seed)
-        expected = direct.run(*batches[0])
+        torch.manual_seed(batch_seed(0, 0, 0))
+        expected = attack().run(*batches[0], generator=generator)
     harness.check(record["attacks"]["pgd"]["pred"] == expected.logits.argmax(1).tolist(),
                   "the runner's adversarial predictions differ from PGD.run seeded as the runner seeds it")
     harness.check(max(record["attacks"]["pgd"]["linf"]) <= args.eps + 1e-6, "a perturbation exceeds eps")
@@ -102,9 +102,8 @@ def main() -> None:
 
     def plain_loop():
         atk = attack()
-        for b, (xb, yb) in enumerate(batches):
-            atk.seed = b
-            atk.run(xb, yb)
+        for b, (xb, yb) in enumerate(batches):  # a seeded generator per batch, as the runner does
+            atk.run(xb, yb, generator=torch.Generator(device=args.device).manual_seed(b))
 
     def runner():
         with tempfile.TemporaryDirectory() as tmp:
