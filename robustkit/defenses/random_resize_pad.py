@@ -2,8 +2,8 @@
 randomization"), the input randomization the Defendr seed uses (its Sec. 4.3).
 
 Each image is resized to a random size and placed at a random offset on a canvas of ``out_size``, filled with
-``pad_value`` (the seed's zero padding). The whole batch is resampled by one ``grid_sample`` call: every image
-gets its own affine map (scale and offset), so there is no per-image Python loop, and the layer is
+``pad_value`` (the seed's zero padding). The whole batch is resampled by two batched matmuls: every image
+gets its own interpolation matrices (scale and offset), so there is no per-image Python loop, and the layer is
 differentiable with respect to its input.
 
 The layer is random by design, so a single-forward gradient attack sees one draw and its number means little.
@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 Size = Union[int, Sequence[int]]
@@ -102,35 +101,48 @@ class RandomResizePad(nn.Module):
         return canvas if self.model is None else self.model(canvas)
 
 
+def _interpolation_matrix(out_len: int, in_len: int, size: Tensor, offset: Tensor, mode: str,
+                          dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``[B, out_len, in_len]``: row ``j`` of image ``b`` holds the weights with which canvas row ``j`` mixes
+    the input rows, for the input resized to ``size[b]`` and placed at ``offset[b]``. Rows outside the placed
+    span are zero (the padding). Two scatters into zeros build it (comparisons against every column cost
+    4x more, measured)."""
+    batch = size.shape[0]
+    coord = torch.float64 if dtype == torch.float64 else torch.float32   # coordinates as exact as the image
+    j = torch.arange(out_len, device=device, dtype=coord).view(1, -1)
+    size_f = size.to(device=device, dtype=coord).view(-1, 1)
+    local = j - offset.to(device=device, dtype=coord).view(-1, 1)        # position inside the span
+    inside = ((local >= 0) & (local < size_f)).to(dtype)
+    weights = torch.zeros(batch, out_len, in_len, dtype=dtype, device=device)
+    if mode == "nearest":
+        # F.interpolate(mode="nearest"): source index floor(dst * in / out)
+        src = (local * in_len / size_f).floor().clamp(0, in_len - 1).long()
+        return weights.scatter_(2, src.unsqueeze(-1), inside.unsqueeze(-1))
+    # F.interpolate(mode="bilinear", align_corners=False): source coordinate (dst + 0.5) * in / out - 0.5,
+    # clamped at 0 below (PyTorch's area_pixel_compute_source_index), the upper neighbour clamped to the edge
+    src = ((local + 0.5) * in_len / size_f - 0.5).clamp_min(0)
+    low = src.floor().clamp(max=in_len - 1)
+    frac = (src - low).to(dtype)
+    high = (low + 1).clamp(max=in_len - 1).long()
+    weights.scatter_(2, low.long().unsqueeze(-1), ((1 - frac) * inside).unsqueeze(-1))
+    return weights.scatter_add_(2, high.unsqueeze(-1), (frac * inside).unsqueeze(-1))
+
+
 def resize_pad(x: Tensor, out_size: Tuple[int, int], h: Tensor, w: Tensor, top: Tensor, left: Tensor, *,
                pad_value: float = 0.0, mode: str = "bilinear") -> Tensor:
     """Resize image ``i`` of ``x`` to ``h[i] x w[i]`` and place it at ``(top[i], left[i])`` on an
-    ``out_size`` canvas of ``pad_value``: one batched ``grid_sample``.
+    ``out_size`` canvas of ``pad_value``, for the whole batch at once.
 
-    With ``align_corners=False``, canvas pixel centre ``j + 0.5`` maps to the input position
-    ``(j + 0.5 - left) * W / w``, the same sampling as ``F.interpolate(..., align_corners=False)`` of the
-    image alone; ``padding_mode="border"`` clamps at the image's edge as ``interpolate`` does. Canvas pixels
-    outside the placed box are then set to ``pad_value`` by an exact integer mask.
+    Resizing along one axis and then the other is what ``F.interpolate`` does for bilinear and nearest
+    modes, so the canvas is ``A_h @ x @ A_w^T`` with per-image interpolation matrices (two batched matmuls;
+    ``A`` also zeroes the padding). The sampling equals ``F.interpolate(..., align_corners=False)`` of the
+    image alone (``tests/reference/input_defenses.py``).
     """
-    batch = x.shape[0]
     out_h, out_w = out_size
-    dev, dt = x.device, x.dtype
-    sx = w.to(torch.float64) / out_w          # box width as a fraction of the canvas
-    sy = h.to(torch.float64) / out_h
-    # normalised canvas coordinate u in [-1, 1] -> normalised input coordinate (u - c) / s, where c is the
-    # box centre in normalised canvas coordinates
-    cx = (2 * left.to(torch.float64) + w) / out_w - 1
-    cy = (2 * top.to(torch.float64) + h) / out_h - 1
-    theta = torch.zeros(batch, 2, 3, dtype=torch.float64)
-    theta[:, 0, 0] = 1 / sx
-    theta[:, 0, 2] = -cx / sx
-    theta[:, 1, 1] = 1 / sy
-    theta[:, 1, 2] = -cy / sy
-    grid = F.affine_grid(theta.to(device=dev, dtype=dt), [batch, x.shape[1], out_h, out_w], align_corners=False)
-    canvas = F.grid_sample(x, grid, mode=mode, padding_mode="border", align_corners=False)
-    rows = torch.arange(out_h, device=dev).view(1, out_h, 1)
-    cols = torch.arange(out_w, device=dev).view(1, 1, out_w)
-    top_d, left_d = top.to(dev).view(-1, 1, 1), left.to(dev).view(-1, 1, 1)
-    inside = ((rows >= top_d) & (rows < top_d + h.to(dev).view(-1, 1, 1))
-              & (cols >= left_d) & (cols < left_d + w.to(dev).view(-1, 1, 1))).unsqueeze(1)
-    return torch.where(inside, canvas, canvas.new_full((), pad_value))
+    rows = _interpolation_matrix(out_h, x.shape[-2], h, top, mode, x.dtype, x.device)       # [B, H_out, H]
+    cols = _interpolation_matrix(out_w, x.shape[-1], w, left, mode, x.dtype, x.device)      # [B, W_out, W]
+    canvas = rows.unsqueeze(1) @ x @ cols.transpose(1, 2).unsqueeze(1)                      # [B, C, H_out, W_out]
+    if pad_value != 0.0:
+        inside = rows.sum(2, keepdim=True).unsqueeze(1) * cols.sum(2).view(cols.shape[0], 1, 1, -1)
+        canvas = canvas + pad_value * (1 - inside)
+    return canvas

@@ -21,6 +21,17 @@ def test_resize_pad_equals_per_image_interpolate_and_pad(one_thread):
     torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
 
 
+def test_nearest_mode_equals_interpolate(one_thread):
+    x = torch.rand(3, 2, 9, 11)
+    h, w = torch.tensor([5, 9, 13]), torch.tensor([7, 11, 14])
+    top, left = torch.tensor([0, 2, 0]), torch.tensor([1, 0, 0])
+    ours = resize_pad(x, (13, 15), h, w, top, left, mode="nearest")
+    for i in range(3):
+        ref = torch.nn.functional.interpolate(x[i:i + 1], size=(int(h[i]), int(w[i])), mode="nearest")
+        t, l = int(top[i]), int(left[i])
+        torch.testing.assert_close(ours[i:i + 1, :, t:t + int(h[i]), l:l + int(w[i])], ref, rtol=0, atol=0)
+
+
 def test_identity_draw_returns_the_image(one_thread):
     x = torch.rand(2, 1, 28, 28, dtype=torch.float64)
     ones = torch.full((2,), 28, dtype=torch.long)
