@@ -12,10 +12,10 @@ from __future__ import annotations
 import os
 import pathlib
 
-from robustkit.cli import options
+from robustkit.cli import options, train_defenses
 from robustkit.cli.specs import SpecError, parse_eps
 
-DEFENSES = ("madry", "goodfellow", "fast", "free", "trades", "clean")
+DEFENSES = ("madry", "goodfellow", "fast", "free", "trades", "clean") + train_defenses.DEFENSES
 
 
 def add_parser(subparsers) -> None:
@@ -28,7 +28,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--data", default="mnist", help="mnist | cifar10:DIR (default: mnist)")
     p.add_argument("--defense", choices=DEFENSES, default="madry",
                    help="madry: PGD examples only; goodfellow: 0.5 clean + 0.5 FGSM; fast: FGSM from a random start "
-                        "(Wong et al.); free: replayed batches (Shafahi et al.); trades: TRADES; clean: no attack")
+                        "(Wong et al.); free: replayed batches (Shafahi et al.); trades: TRADES; clean: no attack; "
+                        + train_defenses.HELP)
     p.add_argument("--eps", default=None, help="L-inf budget, e.g. 0.3 or 8/255 (default: 0.3 for mnist, else 8/255)")
     p.add_argument("--steps", type=options.positive_int, default=None,
                    help="attack steps of madry (default 40 on mnist, else 10) and trades (default 10)")
@@ -53,6 +54,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out", required=True, help="run folder: checkpoint.pt, history.json, history.png, model.pt")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train_defenses.add_arguments(p)
 
 
 def _number(text, argument: str):
@@ -128,13 +130,27 @@ def run(args) -> int:
     if args.limit is not None:
         train = Subset(train, range(min(args.limit, len(train))))
     test = Subset(test, range(min(args.eval_limit, len(test))))
-    objective = make_objective(args, model, eps)
+    objective, constraints = make_objective(args, model, eps), []
+    if args.defense in train_defenses.DEFENSES:
+        def new_model():
+            return specs.make_model(args.model, model_args=args.model_args).to(device)
+
+        def fit_teacher(teacher, teacher_objective):
+            rk.training.fit(teacher, train, teacher_objective, epochs=args.epochs, batch_size=args.batch_size,
+                            optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
+                            weight_decay=args.weight_decay, schedule=args.schedule, checkpoint_dir=out / "teacher",
+                            resume=args.resume, seed=args.seed + 1, progress=not args.no_progress, device=device)
+
+        objective, constraints = train_defenses.make(args, model, eps, pgd_steps=args.steps or 10,
+                                                     step_size=_number(args.step_size, "--step-size"),
+                                                     new_model=new_model, fit_teacher=fit_teacher)
     eval_attack = rk.attacks.PGD(model, eps=eps, step_size=2.5 * eps / args.eval_steps, steps=args.eval_steps)
     history = rk.training.fit(model, train, objective, epochs=args.epochs, batch_size=args.batch_size,
                               optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
                               weight_decay=args.weight_decay, schedule=args.schedule, eval_data=test,
                               eval_attack=eval_attack, checkpoint_dir=out, resume=args.resume, amp=args.amp,
-                              seed=args.seed, progress=not args.no_progress, device=device)
+                              seed=args.seed, progress=not args.no_progress, device=device,
+                              constraints=constraints)
     if int(os.environ.get("RANK", "0")) == 0:
         torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, out / "model.pt")
         plot_history(history, out / "history.png")
