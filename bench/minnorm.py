@@ -33,7 +33,7 @@ from data import attack_outcome, correctly_classified, mnist_lenet
 BASE = {"deepfool": "foolbox.L2DeepFoolAttack", "cw_l2": "foolbox.L2CarliniWagnerAttack (5x100)"}
 
 
-def timed_family(family: str, runs: dict, x, y, slow_images: int, args) -> dict:
+def timed_family(model, family: str, runs: dict, x, y, slow_images: int, args) -> dict:
     """``{name: row}`` with seconds on both clocks, img/s, the paired rate ratio to foolbox and the outcome
     (success, median L2) of the last run. Slow methods run once, in the first round, on ``slow_images``."""
     data = {name: (x[:slow_images], y[:slow_images]) if slow else (x, y) for name, (_, slow) in runs.items()}
@@ -53,12 +53,8 @@ def timed_family(family: str, runs: dict, x, y, slow_images: int, args) -> dict:
     return {name: {"images": images[name], "seconds": seconds[name], "wall_seconds": wall[name],
                    "rounds": t.rounds[name], "img_per_s": images[name] / seconds[name],
                    "img_per_wall_s": images[name] / wall[name], "x_foolbox_paired": paired[name],
-                   **attack_outcome(model_of[0], x[:images[name]], y[:images[name]], adv[name])}
+                   **attack_outcome(model, x[:images[name]], y[:images[name]], adv[name])}
             for name in runs}
-
-
-#: the model attack_outcome scores with (set by main)
-model_of: list = []
 
 
 def methods(model):
@@ -148,7 +144,6 @@ def main() -> None:
     harness.apply_arguments(args)
     warnings.filterwarnings("ignore")
     model = mnist_lenet()
-    model_of[:] = [model]
     x, y = correctly_classified(model, args.images)
     check_images = min(32, args.images)
     notes = {"threads": torch.get_num_threads(), "clock": args.clock, "rounds": args.repeats, "images": args.images,
@@ -157,7 +152,7 @@ def main() -> None:
              "check_cw": check_cw_fast(model, x[:check_images], y[:check_images])}
     results = {}
     for family, runs in methods(model).items():
-        rows = timed_family(family, runs, x, y, args.slow_images, args)
+        rows = timed_family(model, family, runs, x, y, args.slow_images, args)
         for name, r in rows.items():
             print(f"{family:8s} {name:55s} {r['img_per_s']:7.2f} img/s  success {r['success']:.3f}"
                   f"  median L2 {r['median_l2']:.3f}  ({r['images']} images)", flush=True)
