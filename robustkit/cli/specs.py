@@ -1,6 +1,7 @@
 """Named attacks, model specs and data specs, as the command line spells them.
 
-* attacks: ``fgsm``, ``pgd``, ``mifgsm``, ``dmifgsm``, ``deepfool``, ``cw`` (:data:`ATTACKS`);
+* attacks: ``fgsm``, ``pgd``, ``mifgsm``, ``dmifgsm``, ``deepfool``, ``cw``, ``apgd-ce``, ``apgd-t``,
+  ``square``, ``fab``, ``autoattack`` (:data:`ATTACKS`);
 * models: ``pkg.module:Factory`` (called with no arguments, or with ``--model-args`` JSON), optionally with
   ``@weights.pt`` appended; ``mnist:<arch>`` is a cached trained MNIST model of
   :func:`robustkit.zoo.trained_mnist_model` (with weights given, the untrained architecture loads them
@@ -29,7 +30,8 @@ class SpecError(ValueError):
 
 #: The attacks the command line knows: name -> class name in :mod:`robustkit.attacks`.
 ATTACKS = {"fgsm": "FGSM", "pgd": "PGD", "mifgsm": "MIFGSM", "dmifgsm": "DMIFGSM", "deepfool": "DeepFool",
-           "cw": "CW"}
+           "cw": "CW", "apgd-ce": "APGD", "apgd-t": "APGDT", "square": "Square", "fab": "FAB",
+           "autoattack": "AutoAttack"}
 ATTACK_NAMES = tuple(ATTACKS)
 #: Default iterations of the iterative fixed-budget attacks when ``--steps`` is not given.
 DEFAULT_STEPS = {"pgd": 10, "mifgsm": 10, "dmifgsm": 20}
@@ -64,38 +66,31 @@ def attack_class(name: str) -> type:
 
 def is_minimal_norm(name: str) -> bool:
     """Whether attack ``name`` searches the smallest perturbation (no ``--eps``) rather than a fixed budget."""
-    from robustkit import attacks
-    cls = attack_class(name)
-    minimal = getattr(attacks, "MinimalNormAttack", None)
-    if minimal is not None:
-        return issubclass(cls, minimal)
-    import inspect   # until the attack types exist: a minimal-norm attack takes no budget
-    return "eps" not in inspect.signature(cls).parameters
-
-
-def _members(model: "nn.Module") -> List["nn.Module"]:
-    from robustkit.nn import Ensemble
-    return list(model.members) if isinstance(model, Ensemble) and model.weights is None else [model]
+    from robustkit.attacks import MinimalNormAttack
+    return issubclass(attack_class(name), MinimalNormAttack)
 
 
 def build_attack(name: str, model: "nn.Module", eps: Optional[float], steps: Optional[int]):
-    """One attack of command-line name ``name`` on ``model`` (an :class:`~robustkit.nn.Ensemble` is attacked
-    through its members, as ``models=[...]``)."""
+    """One attack of command-line name ``name`` on ``model`` (a model or an :class:`~robustkit.nn.Ensemble`,
+    which the attack sees member by member)."""
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
         raise SpecError(f"--steps: must be an integer >= 1, got {steps!r}")
     cls = attack_class(name)
-    members = _members(model)
-    one = {"model": members[0]} if len(members) == 1 else {"models": members}
+    one = {"model": model}
     if name == "fgsm":   # a single step: --steps is for the other attacks of the suite (make_attacks checks)
         return cls(**one, eps=eps)
     if name in DEFAULT_STEPS:
         steps = DEFAULT_STEPS[name] if steps is None else steps
         if name == "pgd":
             return cls(**one, eps=eps, steps=steps, step_size=2.5 * eps / steps)
-        if name == "dmifgsm":
-            return cls(models=members, eps=eps, steps=steps)
         return cls(**one, eps=eps, steps=steps)
     kwargs = {} if steps is None else {"steps": steps}
+    if name == "autoattack":   # a fixed suite: --steps does not apply
+        return cls(**one, eps=eps)
+    if name == "square":       # --steps is the query budget
+        return cls(**one, eps=eps, **({} if steps is None else {"queries": steps}))
+    if name in ("apgd-ce", "apgd-t"):
+        return cls(**one, eps=eps, **kwargs)
     if name == "cw":
         # C&W's paper budget (9 x 10,000 Adam steps) is for measuring minimal distances in a paper;
         # the command line uses its documented fast schedule (5 x 100), --steps sets the iterations per round

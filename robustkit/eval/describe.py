@@ -15,12 +15,7 @@ from typing import Any, Dict, Optional
 import torch
 from torch import nn
 
-from robustkit.attacks.base import Attack
-
-#: Attacks that return (approximately) the smallest perturbation that changes the prediction, by class
-#: name, with the norm they minimise; one run of these gives the whole accuracy-vs-eps curve. An attack
-#: class can also declare ``minimal_norm = "l2"`` (or ``"linf"``) itself.
-MINIMAL_NORM_ATTACKS = {"DeepFool": "l2", "CarliniWagnerL2": "l2", "CWL2": "l2", "CW": "l2"}
+from robustkit.attacks.base import Attack, MinimalNormAttack
 
 _SIMPLE = (bool, int, float, str, type(None))
 
@@ -38,16 +33,16 @@ def describe_attack(attack: Attack) -> Dict[str, Any]:
     runner seeds every batch itself)."""
     params: Dict[str, Any] = {}
     for key, value in vars(attack).items():
-        if key.startswith("_") or key in ("models", "seed"):
+        if key.startswith("_") or key in ("models", "ensemble", "seed"):
             continue
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
             params.update({k: _plain(v) for k, v in dataclasses.asdict(value).items()})
         elif isinstance(value, _SIMPLE) or _plain(value) is not None:
             params[key] = _plain(value)
     name = type(attack).__name__
-    minimal = getattr(attack, "minimal_norm", None)
-    if minimal is None and name in MINIMAL_NORM_ATTACKS:
-        minimal = getattr(attack, "norm", None) or MINIMAL_NORM_ATTACKS[name]   # DeepFool also runs in L-inf
+    # a minimal-norm attack's one run gives the whole accuracy-vs-eps curve in the norm it minimises
+    minimal = attack.norm if isinstance(attack, MinimalNormAttack) else None
+    params["ensemble_weights"] = attack.ensemble.weights
     return {"class": name, "family": name.lower(), "models": len(attack.models),
             "eps": _plain(getattr(attack, "eps", None)), "norm": _plain(getattr(attack, "norm", None)),
             "minimal_norm": minimal, "params": params}
@@ -94,5 +89,4 @@ def cpu_name() -> Optional[str]:
     return None
 
 
-__all__ = ["describe_attack", "model_fingerprint", "software_versions", "device_description", "cpu_name",
-           "MINIMAL_NORM_ATTACKS"]
+__all__ = ["describe_attack", "model_fingerprint", "software_versions", "device_description", "cpu_name"]

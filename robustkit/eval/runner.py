@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import os
 import pathlib
@@ -27,6 +26,8 @@ from robustkit.training.classifier import model_device
 
 DataSpec = Union[DataLoader, Dataset, Sequence[Tensor]]
 RUN_FILE, RESULTS_FILE, EXAMPLES_FILE = "run.json", "results.json", "examples.pt"
+CHECKS_FILE = "checks.json"
+CHECK_LEVELS = ("full", "static", "off")
 TARGETS = (None, "least_likely", "random")
 
 
@@ -44,7 +45,7 @@ def evaluate(model: nn.Module, data: DataSpec, attacks: Union[Mapping[str, Attac
              device: Union[str, torch.device, None] = None, resume: bool = True, report: bool = True,
              progress: bool = True, num_workers: int = 0, eps_grid: Optional[Sequence[float]] = None,
              examples: int = 8, top_k: int = 10, model_name: str = "model",
-             target: Optional[str] = None) -> dict:
+             target: Optional[str] = None, checks: str = "full") -> dict:
     """Evaluates ``model`` against each attack on ``data`` and writes ``out/results.json``.
 
     Streams over the data in batches (a tqdm bar shows img/s and the running worst-case robust accuracy);
@@ -70,6 +71,9 @@ def evaluate(model: nn.Module, data: DataSpec, attacks: Union[Mapping[str, Attac
         report: also write ``results.csv`` and ``report.html`` with plots.
         target: None (untargeted), ``"least_likely"`` or ``"random"``: every attack runs targeted toward that
             class of each image (``attack.run(x, y, target)``; random targets are drawn from the batch's seed).
+        checks: :func:`robustkit.eval.checks.check_model` on the first images before the run: ``"full"``
+            (with the attack-curve probes at the first fixed-budget attack's eps), ``"static"`` (mode, outputs,
+            randomness, gradients only) or ``"off"``. Findings are warned and listed in ``results["warnings"]``.
 
     Returns the results object (see :mod:`robustkit.eval.summary`).
 
@@ -91,6 +95,9 @@ def evaluate(model: nn.Module, data: DataSpec, attacks: Union[Mapping[str, Attac
     out_dir = pathlib.Path(out)
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"out: {str(out_dir)!r} is a file, not a directory")
+    if checks not in CHECK_LEVELS:
+        raise ValueError(f"evaluate: checks must be one of {CHECK_LEVELS}, got {checks!r}")
+    training_modules = [n or type(m).__name__ for n, m in model.named_modules() if m.training]
     rank, world = D.rank_and_world()
     device = torch.device(device) if device is not None else model_device(model)
     transfer_to = dict(transfer_to or {})
@@ -118,6 +125,10 @@ def evaluate(model: nn.Module, data: DataSpec, attacks: Union[Mapping[str, Attac
         raise lock_error if lock_error is not None else FileExistsError(
             f"out: another process is evaluating into {str(out_dir)!r} (another rank could not take its lock)")
     try:
+        if rank == 0 and checks != "off":
+            _write_checks(out_dir, model, dataset, named, collate, device, checks, training_modules, seed)
+        elif rank == 0:
+            (out_dir / CHECKS_FILE).unlink(missing_ok=True)
         return _evaluate_locked(model, dataset, named, out_dir, settings, fingerprint, resume, correct_for,
                                 only_correct, per_class, limit, batch_size, device, collate, num_workers, rank,
                                 world, seed, transfer_to, progress, examples, target, model_name, metrics,
@@ -199,6 +210,8 @@ def _merge(out_dir, batches, settings, fingerprint, model_name, metrics, eps_gri
     results = summarize(records, settings["attacks"], num_classes=records[0]["num_classes"] if records else 0,
                         model_name=model_name, metrics=metrics, eps_grid=eps_grid, top_k=top_k)
     results.update(settings=settings, software=software_versions(), device=device_description(device, world))
+    if (out_dir / CHECKS_FILE).exists():
+        results["warnings"] = json.loads((out_dir / CHECKS_FILE).read_text())
     write_json(out_dir / RESULTS_FILE, results)
     if report:
         from robustkit.eval.report import write_report
@@ -238,6 +251,30 @@ def _resolve_data(data: DataSpec):
         return TensorDataset(*data), None, 0, None
     raise TypeError(f"evaluate: data must be a DataLoader, a Dataset or an (images, labels) pair of tensors, "
                     f"got {type(data).__name__}")
+
+
+def _write_checks(out_dir, model, dataset, named, collate, device, level, training_modules, seed) -> None:
+    """``check_model`` on the first 64 images (warned, and saved for results.json's ``warnings``). The model is
+    already in eval mode here, so its training mode at the call is passed in and reported as found."""
+    from robustkit.eval.checks import CheckWarning, check_model
+
+    if len(dataset) == 0:
+        return
+    x, y = next(iter(_loader(dataset, [list(range(min(64, len(dataset))))], 0, collate)))
+    budget = next((a for a in named.values() if hasattr(a, "eps") and getattr(a, "eps", 0) > 0), None)
+    eps = budget.eps if level == "full" and budget is not None else None
+    norm = getattr(budget, "norm", "linf") if budget is not None else "linf"
+    found = []
+    if training_modules:
+        found.append(CheckWarning("train_mode", f"the model was in training mode ({len(training_modules)} "
+                                                "modules); evaluate() evaluates it in eval mode"))
+    generator = torch.Generator(device=device).manual_seed(seed)
+    found += check_model(model, x.to(device), y.to(device), eps=eps, norm=norm if norm in ("linf", "l2") else "linf",
+                         generator=generator, emit=False)
+    for finding in found:
+        warnings.warn(f"{finding.code}: {finding.message}", stacklevel=3)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / CHECKS_FILE, [f.as_dict() for f in found])
 
 
 def _loader(dataset, batches, num_workers, collate):
@@ -353,13 +390,7 @@ def _run_attack(attack: Attack, x: Tensor, y: Tensor, target: Optional[str], see
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
-        if "generator" in inspect.signature(attack.run).parameters:
-            return attack.run(x, y, target, generator=generator)
-        user_seed, attack.seed = attack.seed, seed   # attacks without the generator argument seed themselves
-        try:
-            return attack.run(x, y, target)
-        finally:
-            attack.seed = user_seed
+        return attack.run(x, y, target, generator=generator)
 
 
 def _evaluate_batch(model, x, y, b, attacks, transfer_to, seed, device, target=None):
@@ -379,7 +410,7 @@ def _evaluate_batch(model, x, y, b, attacks, transfer_to, seed, device, target=N
         result = _run_attack(attack, x, y, target, batch_seed(seed, b, a), device)
         _synchronize(device)
         seconds = time.perf_counter() - start
-        own = len(attack.models) == 1 and attack.models[0] is model
+        own = attack.ensemble is model or (len(attack.models) == 1 and attack.models[0] is model)
         with torch.no_grad():
             adv_logits = result.logits if own else model(result.adv)
             transfer = {t: m(result.adv).argmax(dim=1).tolist() for t, m in transfer_to.items()}
