@@ -151,11 +151,13 @@ def part_distill(args, train_data, test):
     xa, ya = x_test[:args.n_attack], y_test[:args.n_attack]
     gen = torch.Generator().manual_seed(0)
     targets = (ya + torch.randint(1, 10, ya.shape, generator=gen)) % 10      # a random other class per image
-    for temperature in RUN_ORDER:
+    for temperature in args.temperatures or RUN_ORDER:
         teacher, t_cpu = train(f"lenet_teacher_T{temperature}", LeNet, TemperatureCrossEntropy(temperature),
                                train_data, epochs=args.epochs, cache=args.cache)
         student, s_cpu = train(f"lenet_student_T{temperature}", LeNet, Distillation(teacher, temperature=temperature),
                                train_data, epochs=args.epochs, cache=args.cache)
+        if args.train_only:     # a second process can train models ahead of the one that evaluates them
+            continue
         row = {"T": temperature, "train_cpu_s": round(t_cpu + s_cpu)}
         start = time.process_time()
         row["accuracy"] = accuracy(student, x_test, y_test)
@@ -167,11 +169,14 @@ def part_distill(args, train_data, test):
         for label, net in (("", student), ("_zT", at_t)):
             ifgsm = IFGSM(net, eps=args.ifgsm_eps, steps=10).run(xa, ya, target=targets)
             row[f"ifgsm_targeted_success{label}"] = float(ifgsm.success.float().mean())
+            n_pgd = args.pgd_n or len(xa)
             robust = robust_under(lambda r: PGD(net, eps=args.ifgsm_eps, step_size=args.ifgsm_eps / 20, steps=40,
-                                                seed=r), xa, ya)
+                                                seed=r), xa[:n_pgd], ya[:n_pgd])
             row[f"pgd40_accuracy{label}"] = float(robust.float().mean())
         xc, yc = correct_subset(student, xa, ya, args.n_cw)
         for norm in ("l2", "linf", "l0"):
+            if norm != "l2" and temperature not in args.cw_all_at:
+                continue    # L-inf and L0 cost 10-100x L2: only at the temperatures asked for
             n = args.n_cw if norm != "l0" else args.n_l0
             row[f"cw_{norm}"] = cw_stats(student, xc[:n], yc[:n], norm)
         row["eval_cpu_s"] = round(time.process_time() - start)
@@ -293,6 +298,12 @@ def main(argv=None):
     p.add_argument("--n-attack", type=int, default=1000, help="test images the gradient attacks run on")
     p.add_argument("--n-cw", type=int, default=50, help="images for C&W L2 and L-inf")
     p.add_argument("--n-l0", type=int, default=10, help="images for C&W L0")
+    p.add_argument("--cw-all-at", type=lambda t: [float(v) for v in t.split(",")], default=[1, 100],
+                   help="temperatures that get C&W L-inf and L0 too (comma-separated; L2 runs at every T)")
+    p.add_argument("--temperatures", type=lambda t: [int(v) for v in t.split(",")], default=None,
+                   help="distill: the temperatures to run, in this order (default: all, extremes first)")
+    p.add_argument("--train-only", action="store_true", help="distill: train (and cache) the models, measure nothing")
+    p.add_argument("--pgd-n", type=int, default=None, help="images for PGD-40 (default: --n-attack)")
     p.add_argument("--ifgsm-eps", type=float, default=0.1)
     p.add_argument("--defendr-eps", type=float, default=0.12)
     p.add_argument("--train-steps", type=int, default=5)
