@@ -155,6 +155,9 @@ def _html(results: dict, figures: Dict[str, bytes]) -> str:
         parts.append("<p>worst case over all attacks: robust accuracy "
                      f"{_cell(worst, 'worst_case/robust_accuracy', 'span')}"
                      "</p>")
+    if results.get("warnings"):
+        parts += ["<h2>Warnings</h2><ul>"] + [f"<li><b>{html.escape(w['code'])}</b>: {html.escape(w['message'])}</li>"
+                                             for w in results["warnings"]] + ["</ul>"]
     parts += ["<h2>Attacks</h2>", _summary_table(results)]
     parts.append(_img(figures, "accuracy_vs_eps", "Accuracy vs perturbation budget"))
     if "transfer" in results:

@@ -254,13 +254,13 @@ def _resolve_data(data: DataSpec):
 
 
 def _write_checks(out_dir, model, dataset, named, collate, device, level, training_modules, seed) -> None:
-    """``check_model`` on the first 64 images (warned, and saved for results.json's ``warnings``). The model is
+    """``check_model`` on the first 32 images (warned, and saved for results.json's ``warnings``). The model is
     already in eval mode here, so its training mode at the call is passed in and reported as found."""
     from robustkit.eval.checks import CheckWarning, check_model
 
     if len(dataset) == 0:
         return
-    x, y = next(iter(_loader(dataset, [list(range(min(64, len(dataset))))], 0, collate)))
+    x, y = next(iter(_loader(dataset, [list(range(min(32, len(dataset))))], 0, collate)))
     budget = next((a for a in named.values() if hasattr(a, "eps") and getattr(a, "eps", 0) > 0), None)
     eps = budget.eps if level == "full" and budget is not None else None
     norm = getattr(budget, "norm", "linf") if budget is not None else "linf"
