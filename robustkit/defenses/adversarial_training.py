@@ -26,7 +26,6 @@ from torch.nn import functional as F
 from torch.utils.data import Dataset, TensorDataset
 from tqdm.auto import tqdm
 
-from robustkit.attacks import PGD
 from robustkit.ops import sign_momentum_step
 from robustkit.training.objective import ObjectiveOutput, check_attack_mode, check_images, generation_mode, \
     unwrap_model
@@ -44,12 +43,6 @@ def _int(owner: str, name: str, value, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{owner}: {name} must be an int >= {minimum}, got {value!r}")
     return value
-
-
-def _set_attack_mode(attack, mode: str) -> None:
-    """Attacks built here follow the objective's ``attack_mode`` (the objective also switches modes itself)."""
-    if hasattr(attack, "attack_mode"):
-        attack.attack_mode = mode
 
 
 class AdversarialTraining:
@@ -117,11 +110,16 @@ class AdversarialTraining:
 
 class FastAdversarialTraining:
     """Fast adversarial training (Wong, Rice and Kolter 2020, Algorithm 3): FGSM from a uniform random start,
-    ``δ ~ U(−ε, ε)^d``, ``δ ← Π_ε(δ + α·sign(∇_δ CE(f(x + δ), y)))``, then CE on ``x + δ`` (clipped to [0, 1]).
+    ``δ ~ U(−ε, ε)^d``, ``δ ← clip_ε(δ + α·sign(∇_δ CE(f(x + δ), y)))``, then CE on ``x + δ`` clipped to [0, 1].
 
-    ``step_size`` α defaults to 1.25·ε, the paper's choice. ``fit`` runs its catastrophic-overfitting guard
-    for this objective (``guard_overfitting``): PGD accuracy on a fixed batch after every epoch, stopping and
-    restoring the last good weights when it collapses.
+    ``step_size`` α defaults to 1.25·ε, the paper's choice. As in the paper's algorithm and its MNIST code, the
+    random start is not clipped to [0, 1] before the gradient is taken (``start_in_box=True`` clips it, as their
+    CIFAR-10 code does). This matters: on MNIST, whose background is 0, a clipped start makes every background
+    pixel end at +ε after the step, a stronger and less random perturbation that drove our MNIST run into
+    catastrophic overfitting (docs/adversarial-training.md).
+
+    ``fit`` runs its catastrophic-overfitting guard for this objective (``guard_overfitting``): PGD accuracy on
+    a fixed batch after every epoch, stopping and restoring the best weights when it collapses.
 
     Example::
 
@@ -130,34 +128,41 @@ class FastAdversarialTraining:
 
     guard_overfitting = True
 
-    def __init__(self, eps: float, step_size: Optional[float] = None, *, attack_mode: str = "eval"):
+    def __init__(self, eps: float, step_size: Optional[float] = None, *, start_in_box: bool = False,
+                 attack_mode: str = "eval"):
         self.eps = _number("FastAdversarialTraining", "eps", eps)
         self.step_size = 1.25 * self.eps if step_size is None else \
             _number("FastAdversarialTraining", "step_size", step_size)
+        if not isinstance(start_in_box, bool):
+            raise TypeError(f"FastAdversarialTraining: start_in_box must be a bool, got {type(start_in_box).__name__}")
+        self.start_in_box = start_in_box
         self.attack_mode = check_attack_mode("FastAdversarialTraining", attack_mode)
-        self._attacks: Dict[int, PGD] = {}
 
-    def attack_for(self, model: nn.Module) -> PGD:
-        """The one-step PGD (FGSM with a uniform random start) bound to ``model``, built on first use."""
+    def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        """The FGSM example from a random start (detached), the model in the mode ``attack_mode`` asks for."""
         bare = unwrap_model(model)
-        attack = self._attacks.get(id(bare))
-        if attack is None or attack.model is not bare:
-            attack = PGD(bare, eps=self.eps, step_size=self.step_size, steps=1, random_start=True)
-            _set_attack_mode(attack, self.attack_mode)
-            self._attacks = {id(bare): attack}
-        return attack
+        with generation_mode(bare, self.attack_mode):
+            delta = torch.empty_like(x).uniform_(-self.eps, self.eps)
+            if self.start_in_box:
+                delta = (x + delta).clamp_(0.0, 1.0).sub_(x)
+            x_start = (x + delta).requires_grad_(True)
+            loss = F.cross_entropy(bare(x_start).float(), y, reduction="sum")
+            (grad,) = torch.autograd.grad(loss, x_start)
+            x_adv = x_start.detach()
+            with torch.no_grad():   # x + clip_eps(delta + alpha sign(grad)), then the [0, 1] box
+                sign_momentum_step(x_adv, x, grad, None, step_size=self.step_size, eps=self.eps, decay=0.0,
+                                   grad_norm="none", norm="linf")
+        return x_adv
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> ObjectiveOutput:
-        attack = self.attack_for(model)
-        with generation_mode(unwrap_model(model), self.attack_mode):
-            x_adv = attack(x, y).detach()
+        x_adv = self.perturb(model, x, y)
         logits = model(x_adv)
         loss = F.cross_entropy(logits, y)
         return ObjectiveOutput(loss=loss, logits=logits, metrics={})
 
     def __repr__(self) -> str:
         return f"FastAdversarialTraining(eps={self.eps:g}, step_size={self.step_size:g}, " \
-               f"attack_mode={self.attack_mode!r})"
+               f"start_in_box={self.start_in_box}, attack_mode={self.attack_mode!r})"
 
 
 class FreeAdversarialTraining:

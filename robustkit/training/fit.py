@@ -172,14 +172,16 @@ def _evaluate(model: nn.Module, data: Dataset, attack, batch_size: int, device: 
 # ---- the overfitting guard ---------------------------------------------------------------------------------
 @dataclass
 class _Guard:
-    """Wong et al. 2020's early stop, run after each epoch: PGD accuracy on one fixed batch; a drop of more than
-    ``drop`` from the previous epoch means catastrophic overfitting, and the previous epoch's weights win."""
+    """Wong et al. 2020's early stop, run after each epoch: PGD accuracy on one fixed batch; falling more than
+    ``drop`` below the best epoch's means catastrophic overfitting, and the best epoch's weights win. (Wong et al.
+    compare with the previous epoch; a collapse spread over several epochs, which we saw on MNIST, slips
+    through that test.)"""
 
     attack: Any
     x: Tensor
     y: Tensor
     drop: float
-    previous: Optional[float] = None
+    best: Optional[float] = None
     good_epoch: int = 0
     good_state: Optional[Dict[str, Tensor]] = None
 
@@ -271,8 +273,8 @@ def fit(model: nn.Module, train_data, objective: Optional[Objective] = None, *, 
             the caller's RNG states are restored afterwards.
         constraints: callables ``constraint(model)`` run under ``torch.no_grad()`` after every optimizer step.
         overfit_guard: after each epoch run PGD-5 on a fixed batch (``guard_size`` images of ``eval_data``, else
-            of ``train_data``); if its accuracy falls by more than ``guard_drop`` from the previous epoch, stop
-            and restore the previous epoch's weights. None: on for objectives with ``guard_overfitting = True``
+            of ``train_data``); if its accuracy falls more than ``guard_drop`` below the best epoch's, stop and
+            restore the best epoch's weights. None: on for objectives with ``guard_overfitting = True``
             (:class:`robustkit.defenses.FastAdversarialTraining`).
         device: where to train (default: the model's device). ``num_workers``: DataLoader workers for datasets
             that are not in-memory tensors. ``log_every``: steps between progress-bar updates (each costs a sync).
@@ -424,7 +426,7 @@ def _run(model: nn.Module, train_data: Dataset, objective, *, epochs, batch_size
         if saved.get("objective") is not None:
             objective.load_state_dict(saved["objective"])
         if guard is not None and saved.get("guard") is not None:
-            guard.previous = saved["guard"]["previous"]
+            guard.best = saved["guard"]["best"]
             guard.good_epoch = saved["guard"]["good_epoch"]
             guard.good_state = saved["guard"]["good_state"]
     if history.stopped is not None:
@@ -518,9 +520,9 @@ def _guard_epoch(guard: Optional[_Guard], model: nn.Module, record: Dict[str, An
     if guard is not None:
         accuracy = guard.accuracy(model)
         record["guard_robust_accuracy"] = accuracy
-        collapsed = guard.previous is not None and accuracy < guard.previous - guard.drop
-        if not collapsed:
-            guard.previous = accuracy
+        collapsed = guard.best is not None and accuracy < guard.best - guard.drop
+        if guard.best is None or accuracy >= guard.best:
+            guard.best = accuracy
             guard.good_epoch = epoch + 1
             guard.good_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     return broadcast_flag(collapsed, info, device)
@@ -531,8 +533,8 @@ def _restore_good(guard: Optional[_Guard], model: nn.Module, history: History, r
     if guard is not None:
         model.load_state_dict(guard.good_state)
         history.stopped = (f"catastrophic overfitting after epoch {record['epoch']}: PGD accuracy on the guard batch "
-                           f"fell from {guard.previous:.3f} to {record['guard_robust_accuracy']:.3f}; restored the "
-                           f"weights of epoch {guard.good_epoch}")
+                           f"fell from {guard.best:.3f} (epoch {guard.good_epoch}) to "
+                           f"{record['guard_robust_accuracy']:.3f}; restored the weights of epoch {guard.good_epoch}")
         history.restored_epoch = guard.good_epoch
         warnings.warn(f"fit: {history.stopped}", stacklevel=4)
     if info.enabled:  # every rank takes rank 0's restored weights
@@ -544,7 +546,7 @@ def _write(folder: pathlib.Path, model, opt, scheduler, rng, epoch: int, history
            objective) -> None:
     guard_state = None
     if guard is not None:
-        guard_state = {"previous": guard.previous, "good_epoch": guard.good_epoch, "good_state": guard.good_state}
+        guard_state = {"best": guard.best, "good_epoch": guard.good_epoch, "good_state": guard.good_state}
     ckpt.save_checkpoint(folder, {"model": model.state_dict(), "optimizer": opt.state_dict(),
                                   "scheduler": scheduler.state_dict(), "rng": rng, "epoch": epoch,
                                   "history": history.to_dict(), "signature": signature, "guard": guard_state,

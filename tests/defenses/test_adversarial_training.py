@@ -71,16 +71,20 @@ def test_goodfellow_with_fgsm(one_thread):
     torch.testing.assert_close(out.logits, reference_model(x_adv))
 
 
-def test_fast_adversarial_training_equals_wong_et_al(one_thread):
+@pytest.mark.parametrize("start_in_box", [False, True])
+def test_fast_adversarial_training_equals_wong_et_al(one_thread, start_in_box):
     model, x, y = small_net(), *batch()
+    x[:, :, :3] = 0.0                                     # a black border, as MNIST's, where clipping matters
     reference_model = copy_of(model)
     model.train()
     torch.manual_seed(5)
-    out = FastAdversarialTraining(eps=0.1)(model, x, y)   # step 1.25 * eps by default
+    out = FastAdversarialTraining(eps=0.1, start_in_box=start_in_box)(model, x, y)   # step 1.25 * eps by default
     torch.manual_seed(5)
-    uniform = torch.rand(x.shape, dtype=x.dtype)          # the draw the random start makes
+    start = torch.empty(x.shape, dtype=x.dtype).uniform_(-0.1, 0.1)    # the draw the random start makes
+    if start_in_box:                                      # their CIFAR-10 code: the start clipped to the box
+        start = (x + start).clamp(0, 1) - x
     reference_model.eval()
-    x_adv = ref.fast_fgsm_example(reference_model, x, y, 0.1, 0.125, uniform)
+    x_adv = ref.fast_fgsm_example(reference_model, x, y, 0.1, 0.125, start)
     reference_model.train()
     assert_same_loss_and_grads(model, reference_model, out.loss, ref.cross_entropy(reference_model(x_adv), y))
 

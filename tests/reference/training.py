@@ -59,12 +59,11 @@ def mixed_objective(model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor, alpha
     return alpha * cross_entropy(model(x), y) + (1 - alpha) * cross_entropy(model(x_adv), y)
 
 
-def fast_fgsm_example(model: nn.Module, x: Tensor, y: Tensor, eps: float, alpha: float, uniform01: Tensor) -> Tensor:
-    """Wong et al. Algorithm 3's inner step: delta = U(-eps, eps) (from uniform01 in [0, 1)), one signed step of
-    alpha on delta, clamp delta to [-eps, eps], x + delta clamped to the box."""
-    delta = uniform01 * 2 * eps - eps
-    delta = (x + delta).clamp(0.0, 1.0) - x
-    delta.requires_grad_(True)
+def fast_fgsm_example(model: nn.Module, x: Tensor, y: Tensor, eps: float, alpha: float, start: Tensor) -> Tensor:
+    """Wong et al. Algorithm 3's inner step: delta = start ~ U(-eps, eps) (not clipped to the box, as in the
+    algorithm and their MNIST code), one signed step of alpha on delta, clamp delta to [-eps, eps], x + delta
+    clamped to the box."""
+    delta = start.clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(cross_entropy(model(x + delta), y), delta)
     delta = (delta + alpha * grad.sign()).clamp(-eps, eps)
     return (x + delta).clamp(0.0, 1.0).detach()
