@@ -31,7 +31,8 @@ def _repeat_rows(t: Tensor, copies: int) -> Tensor:
 
 def eot_loss_and_grad(logits_fn: LogitsFn, x_adv: Tensor, loss_grad_fn: LossGradFn, y: Tensor,
                       target: Optional[Tensor], *, eot: int = 1, batched: bool = True,
-                      max_rows: Optional[int] = None, need_grad: bool = True) -> Tuple[Tensor, Optional[Tensor], Tensor]:
+                      max_rows: Optional[int] = None,
+                      need_grad: bool = True) -> Tuple[Tensor, Optional[Tensor], Tensor]:
     """``(loss [B], grad [B, ...], logits [B, C])`` at ``x_adv``, each the mean over ``eot`` forwards.
 
     ``loss_grad_fn(logits, y, target) -> (loss [N], dloss/dlogits [N, C])`` is the per-sample loss. The input
