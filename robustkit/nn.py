@@ -113,4 +113,14 @@ class Ensemble(nn.Module):
         return "" if self.weights is None else f"weights={self.weights}"
 
 
-__all__ = ["Normalize", "Ensemble"]
+def module_device(module: nn.Module, default: Optional[torch.device] = torch.device("cpu")) -> Optional[torch.device]:
+    """The device of ``module``'s first parameter (or, without parameters, first buffer); ``default`` for a
+    module that holds no tensors."""
+    for tensor in module.parameters():
+        return tensor.device
+    for tensor in module.buffers():
+        return tensor.device
+    return default
+
+
+__all__ = ["Normalize", "Ensemble", "module_device"]

@@ -165,3 +165,14 @@ def test_root_package_attributes_load_lazily():
     assert rk.eval.evaluate is rk.eval.runner.evaluate
     with pytest.raises(AttributeError, match="no_such_thing"):
         rk.no_such_thing
+
+
+def test_one_module_device_helper():
+    import torch
+
+    from robustkit.nn import module_device
+    assert module_device(torch.nn.Linear(2, 2)) == torch.device("cpu")
+    holder = torch.nn.Module()
+    holder.register_buffer("b", torch.zeros(1, dtype=torch.float64))
+    assert module_device(holder) == torch.device("cpu")
+    assert module_device(torch.nn.ReLU()) == torch.device("cpu") and module_device(torch.nn.ReLU(), None) is None

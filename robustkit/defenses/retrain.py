@@ -40,7 +40,8 @@ from torch.utils.data import TensorDataset
 from robustkit.defenses.labeler import KNNLabeler
 from robustkit.defenses.output_layer import widen_output_layer
 from robustkit.metrics import accuracy, fooled_not_detected, fooling_ratio, rate
-from robustkit.training.classifier import model_device, predict, train_classifier
+from robustkit.nn import module_device
+from robustkit.training.classifier import predict, train_classifier
 
 Data = Union[Tuple[Tensor, Tensor], TensorDataset]
 AttackFactory = Callable[[nn.Module], Callable[..., Tensor]]
@@ -141,7 +142,7 @@ class Retrainer:
         x_test, y_test = _tensors(test_data, "test_data")
         if self.n_adversarial > x_train.shape[0]:
             raise ValueError(f"n_adversarial ({self.n_adversarial}) exceeds the training set ({x_train.shape[0]})")
-        device = model_device(self.model)
+        device = module_device(self.model)
         generator = torch.Generator().manual_seed(self.seed)
         subset = torch.randperm(x_train.shape[0], generator=generator)[:self.n_adversarial]
         attack = self.attack(self.model)

@@ -22,7 +22,7 @@ from robustkit.eval.records import RecordError, RecordWriter, has_records, read_
 from robustkit.eval.storage import (OutputLock, dumps, read_json, remove_stale_temporaries, write_atomic,
                                      write_json)
 from robustkit.eval.summary import ALL_METRICS, summarize
-from robustkit.training.classifier import model_device
+from robustkit.nn import module_device
 
 DataSpec = Union[DataLoader, Dataset, Sequence[Tensor]]
 RUN_FILE, RESULTS_FILE, EXAMPLES_FILE = "run.json", "results.json", "examples.pt"
@@ -99,7 +99,7 @@ def evaluate(model: nn.Module, data: DataSpec, attacks: Union[Mapping[str, Attac
         raise ValueError(f"evaluate: checks must be one of {CHECK_LEVELS}, got {checks!r}")
     training_modules = [n or type(m).__name__ for n, m in model.named_modules() if m.training]
     rank, world = D.rank_and_world()
-    device = torch.device(device) if device is not None else model_device(model)
+    device = torch.device(device) if device is not None else module_device(model)
     transfer_to = dict(transfer_to or {})
     for m in [model, *correct_for, *transfer_to.values()]:
         m.eval().to(device)

@@ -13,17 +13,9 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from tqdm.auto import tqdm
 
 from robustkit.datasets import ImageTensorDataset
+from robustkit.nn import module_device
 
 Device = Union[str, torch.device]
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """The device of ``model``'s first parameter (or buffer); CPU for a module that holds no tensors."""
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
-    return torch.device("cpu")
 
 
 def batches(dataset: Dataset, batch_size: int, generator: Optional[torch.Generator] = None,
@@ -105,7 +97,7 @@ def predict(model: nn.Module, x: Tensor, batch_size: int = 1000, device: Optiona
     """Predicted classes (int64 [N], on the CPU) of ``model`` in eval mode over the images ``x``, in chunks of
     ``batch_size`` moved to ``device`` (default: the model's). The model's training flag is restored."""
     check_positive("batch_size", batch_size)
-    device = model_device(model) if device is None else device
+    device = module_device(model) if device is None else device
     was_training = model.training
     model.eval()
     try:
@@ -120,7 +112,7 @@ def predict_labels(model: nn.Module, dataset: Dataset, batch_size: int = 1000,
                    device: Optional[Device] = None) -> Tuple[Tensor, Tensor]:
     """(predicted, true) int64 label tensors [N] of ``model`` over ``dataset``, in dataset order."""
     check_positive("batch_size", batch_size)
-    device = model_device(model) if device is None else device
+    device = module_device(model) if device is None else device
     was_training = model.training
     model.eval()
     predicted, labels = [], []
@@ -140,5 +132,5 @@ def evaluate_accuracy(model: nn.Module, dataset: Dataset, batch_size: int = 1000
     return float((predicted == labels).float().mean())
 
 
-__all__ = ["train_classifier", "predict", "predict_labels", "evaluate_accuracy", "model_device", "batches",
+__all__ = ["train_classifier", "predict", "predict_labels", "evaluate_accuracy", "batches",
            "check_positive"]
