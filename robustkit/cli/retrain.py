@@ -3,8 +3,6 @@ command line, writing its table columns to ``--out`` as JSON and markdown."""
 from __future__ import annotations
 
 import argparse
-import json
-import pathlib
 import time
 
 from robustkit.cli import options
@@ -90,6 +88,7 @@ def run(args) -> int:
     from robustkit.cli.specs import SpecError, make_data, parse_eps
     from robustkit.defenses import KNNLabeler, Retrainer
     from robustkit.defenses.retrain import count_outputs
+    from robustkit.eval.storage import dumps, write_atomic
 
     out = options.check_out(args.out)
     device = options.resolve_device(args.device)
@@ -121,8 +120,9 @@ def run(args) -> int:
     config = {k: v for k, v in vars(args).items() if k != "func"}
     config.update(eps=eps, pca_dim=pca_dim, n_train=train[0].shape[0], n_test=test[0].shape[0],
                   n_original=n_original)
-    (out / "retraining.json").write_text(json.dumps({"config": config, "rows": rows}, indent=2) + "\n")
-    (out / "retraining.md").write_text(markdown_table(rows) + "\n")
+    write_atomic(out / "retraining.json", lambda tmp: tmp.write_text(dumps({"config": config, "rows": rows}, indent=2)
+                                                                     + "\n"))
+    write_atomic(out / "retraining.md", lambda tmp: tmp.write_text(markdown_table(rows) + "\n"))
     print(f"results: {out / 'retraining.json'}, {out / 'retraining.md'}")
     return 0
 

@@ -4,7 +4,6 @@ or an ensemble), each evaluating its adversarial images on every target, gathere
 from __future__ import annotations
 
 import csv
-import json
 import pathlib
 import re
 from typing import Callable, Dict, List, Mapping
@@ -13,6 +12,7 @@ from torch import nn
 
 from robustkit.attacks.base import Attack
 from robustkit.eval.runner import evaluate
+from robustkit.eval.storage import write_json
 
 
 def _folder_name(spec: str) -> str:
@@ -46,7 +46,7 @@ def run_transfer(sources: Mapping[str, nn.Module], targets: Mapping[str, nn.Modu
               "runs": runs, "rate": "attack success among the images each target classifies correctly"}
     from robustkit.eval.distributed import rank_and_world
     if rank_and_world()[0] == 0:
-        (out / "transfer.json").write_text(json.dumps(matrix, indent=1))
+        write_json(out / "transfer.json", matrix)
         with open(out / "transfer.csv", "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["source"] + list(targets))
