@@ -6,7 +6,8 @@
 
 Both validate the inputs, resolve the target specification, split very large inputs into chunks of
 ``batch_size``, put the model(s) in eval mode for the duration of the attack (``attack_mode``), enable
-autograd (attacks need the input gradient even when called under ``torch.no_grad()``), and call the
+autograd (attacks need the input gradient even when called under ``torch.no_grad()`` or
+``torch.inference_mode()``), and call the
 subclass's ``_attack(x, y, target, generator)`` on each chunk. ``_attack`` returns an :class:`AttackOutput`
 (images, steps, extras); only ``run`` evaluates the model(s) on the images to build the
 :class:`AttackResult`.
@@ -347,6 +348,9 @@ class Attack:
         """Validates, resolves the target and runs ``_attack`` chunk by chunk; yields ``((x, y, target) of the
         chunk, its AttackOutput, the contexts to re-enter for work on the chunk's result)``."""
         y = self._check_inputs(x, y)
+        if x.is_inference() or y.is_inference():  # made under torch.inference_mode(): autograd cannot save them
+            with torch.inference_mode(False):
+                x, y = x.clone(), y.clone()
         gen = self._generator_for(x.device, generator)
         contexts = self._contexts
         with contexts():
@@ -369,8 +373,9 @@ class Attack:
 
     @contextlib.contextmanager
     def _contexts(self):
-        """Autograd on (attacks need input gradients, also under ``torch.no_grad()``) and the attack mode."""
-        with torch.enable_grad(), _attack_mode(self.models, self.attack_mode):
+        """Autograd on (attacks need input gradients, also under ``torch.no_grad()`` and
+        ``torch.inference_mode()``) and the attack mode."""
+        with torch.inference_mode(False), torch.enable_grad(), _attack_mode(self.models, self.attack_mode):
             yield
 
     def _result(self, x: Tensor, y: Tensor, target: Optional[Tensor], out: AttackOutput) -> AttackResult:

@@ -32,7 +32,8 @@ FACTORIES = {
     "DeepFool-linf": lambda m, **o: DeepFool(m, steps=5, candidates=4, norm="linf", **o),
     "CW": lambda m, **o: CW(m, binary_search_steps=2, steps=5, lr=0.1, initial_const=1.0, **o),
     "CW-linf": lambda m, **o: CW(m, norm="linf", steps=4, lr=0.1, initial_const=1.0, **o),
-    "CW-l0": lambda m, **o: CW(m, norm="l0", binary_search_steps=2, steps=4, lr=0.1, initial_const=1.0, **o),
+    # (one round per pass: the pixel elimination runs a full L2 search per pass, about 50 passes here)
+    "CW-l0": lambda m, **o: CW(m, norm="l0", binary_search_steps=1, steps=4, lr=0.1, initial_const=0.01, **o),
 }
 NAMES = list(FACTORIES)
 RANDOM = ("PGD", "PGD-l2", "PGD-early")  # the attacks that draw a random start
@@ -391,7 +392,7 @@ def test_gap_non_finite_images_are_an_error():
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_attacks_under_no_grad_enable_grad_inside(name):
+def test_attacks_under_no_grad_or_inference_mode_enable_grad_inside(name):
     m = tiny_cnn()
     x, y = tiny_batch(batch=4)
     expected = FACTORIES[name](m, seed=1)(x, y)
@@ -400,6 +401,11 @@ def test_attacks_under_no_grad_enable_grad_inside(name):
         res = FACTORIES[name](m, seed=1).run(x, y)
         assert not torch.is_grad_enabled()  # the attack restored the caller's grad mode
     assert torch.equal(got, expected) and torch.equal(res.adv, expected)
+    with torch.inference_mode():
+        x_inf, y_inf = x.clone(), y.clone()
+        got = FACTORIES[name](m, seed=1)(x_inf, y_inf)
+        assert torch.is_inference_mode_enabled()
+    assert torch.equal(got, expected)
 
 
 @pytest.mark.parametrize("dtype", [torch.int32, torch.int16, torch.uint8, torch.int8])

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from robustkit.attacks import CW, DeepFool
-from tests.reference.minnorm import cw_l2_one
+from tests.reference.minnorm import cw_l0_one, cw_l2_one, cw_linf_one
 
 
 # One intra-op thread: on the shared 2-core machine thread hand-offs cost more than these small batches.
@@ -45,6 +45,37 @@ def test_matches_naive_reference(tiny, targeted, abort):
         else:
             assert res.extras["best_l2"][i] == float("inf")
     assert found >= 4  # the comparison is about found examples, not only failures
+
+
+@pytest.mark.parametrize("targeted", [False, True])
+def test_linf_matches_naive_reference(tiny, targeted):
+    model, x, y, second = tiny
+    model, x, y, second = model.double(), x[:4].double(), y[:4], second[:4]
+    kw = dict(steps=20, lr=0.05, initial_const=0.1)
+    res = CW(model, norm="linf", **kw).run(x, y, target=second if targeted else None)
+    found = 0
+    for i in range(x.shape[0]):
+        label = int(second[i]) if targeted else int(y[i])
+        adv, used, linf = cw_linf_one(model, x[i], label, targeted=targeted, **kw)
+        torch.testing.assert_close(res.adv[i], adv, rtol=0, atol=1e-9)
+        assert res.steps[i].item() == used
+        assert res.extras["best_linf"][i].item() == pytest.approx(linf, rel=1e-9)
+        found += linf < float("inf")
+    assert found >= 3 and int(res.steps.max()) > 2 * kw["steps"]  # found examples, after several attempts
+
+
+@pytest.mark.parametrize("warm_start", [False, True])
+def test_l0_matches_naive_reference(tiny, warm_start):
+    model, x, y, _ = tiny
+    model, x, y = model.double(), x[:4].double(), y[:4]
+    kw = dict(binary_search_steps=3, steps=30, lr=0.05, initial_const=0.1, warm_start=warm_start)
+    res = CW(model, norm="l0", **kw).run(x, y)
+    for i in range(x.shape[0]):
+        adv, used, pixels = cw_l0_one(model, x[i], int(y[i]), **kw)
+        torch.testing.assert_close(res.adv[i], adv, rtol=0, atol=1e-9)
+        assert res.steps[i].item() == used
+        assert res.extras["best_l0"][i].item() == pixels
+    assert bool(res.success.all()) and bool((res.extras["best_l0"] < 4).any())  # some pixels were frozen
 
 
 def test_mnist_lenet_fast_beats_deepfool(mnist_lenet):

@@ -39,53 +39,55 @@ def _per_sample(v: Tensor, like: Tensor) -> Tensor:
     return v.view(-1, *([1] * (like.dim() - 1)))
 
 
-def iterative_sign(models, x: Tensor, y: Tensor, *, eps: float, step_size: float, steps: int,
-                   target: Optional[Tensor] = None, start: Optional[Tensor] = None, **loss_kwargs) -> List[Tensor]:
-    """I-FGSM (Kurakin et al.) / L-inf PGD (Madry et al.); FGSM is steps=1, step_size=eps."""
+def _iterates(models, x: Tensor, y: Tensor, steps: int, target: Optional[Tensor], start: Optional[Tensor],
+              loss_kwargs: dict, update) -> List[Tensor]:
+    """``[x_0, ..., x_steps]`` with ``x_{i+1} = update(x_i, ascent direction at x_i)``, from ``start`` or x."""
     label = y if target is None else target
     x_i = x.clone() if start is None else start.clone()
     out = [x_i]
     for _ in range(steps):
-        direction = _ascent_direction(models, x_i, label, target is not None, loss_kwargs)
-        x_i = x_i + step_size * direction.sign()
-        x_i = torch.min(torch.max(x_i, x - eps), x + eps).clamp(0, 1)
+        x_i = update(x_i, _ascent_direction(models, x_i, label, target is not None, loss_kwargs))
         out.append(x_i)
     return out
+
+
+def _linf_project(x_i: Tensor, x: Tensor, eps: float) -> Tensor:
+    return torch.min(torch.max(x_i, x - eps), x + eps).clamp(0, 1)
+
+
+def iterative_sign(models, x: Tensor, y: Tensor, *, eps: float, step_size: float, steps: int,
+                   target: Optional[Tensor] = None, start: Optional[Tensor] = None, **loss_kwargs) -> List[Tensor]:
+    """I-FGSM (Kurakin et al.) / L-inf PGD (Madry et al.); FGSM is steps=1, step_size=eps."""
+    def update(x_i, direction):
+        return _linf_project(x_i + step_size * direction.sign(), x, eps)
+
+    return _iterates(models, x, y, steps, target, start, loss_kwargs, update)
 
 
 def pgd_l2(models, x: Tensor, y: Tensor, *, eps: float, step_size: float, steps: int,
            target: Optional[Tensor] = None, start: Optional[Tensor] = None, **loss_kwargs) -> List[Tensor]:
     """L2 PGD: a normalised gradient step, projection onto the eps-ball, then the [0, 1] box."""
-    label = y if target is None else target
-    x_i = x.clone() if start is None else start.clone()
-    out = [x_i]
-    for _ in range(steps):
-        direction = _ascent_direction(models, x_i, label, target is not None, loss_kwargs)
+    def update(x_i, direction):
         norm = direction.flatten(1).norm(dim=1).clamp_min(1e-12)
-        x_i = x_i + step_size * direction / _per_sample(norm, x)
-        delta = x_i - x
+        delta = x_i + step_size * direction / _per_sample(norm, x) - x
         delta_norm = delta.flatten(1).norm(dim=1)
         factor = torch.where(delta_norm > eps, eps / delta_norm, torch.ones_like(delta_norm))
-        x_i = (x + delta * _per_sample(factor, x)).clamp(0, 1)
-        out.append(x_i)
-    return out
+        return (x + delta * _per_sample(factor, x)).clamp(0, 1)
+
+    return _iterates(models, x, y, steps, target, start, loss_kwargs, update)
 
 
 def mifgsm(models, x: Tensor, y: Tensor, *, eps: float, step_size: float, steps: int, decay: float = 1.0,
            target: Optional[Tensor] = None, **loss_kwargs) -> List[Tensor]:
     """MI-FGSM (Dong et al. 2018, Eq. 6-7) and Algorithm 1 of the self-distillation attack."""
-    label = y if target is None else target
-    x_i = x.clone()
-    g = torch.zeros_like(x)
-    out = [x_i]
-    for _ in range(steps):
-        direction = _ascent_direction(models, x_i, label, target is not None, loss_kwargs)
+    g = [torch.zeros_like(x)]  # the momentum buffer, carried between updates
+
+    def update(x_i, direction):
         l1 = direction.abs().flatten(1).sum(dim=1).clamp_min(1e-12)
-        g = decay * g + direction / _per_sample(l1, x)
-        x_i = x_i + step_size * g.sign()
-        x_i = torch.min(torch.max(x_i, x - eps), x + eps).clamp(0, 1)
-        out.append(x_i)
-    return out
+        g[0] = decay * g[0] + direction / _per_sample(l1, x)
+        return _linf_project(x_i + step_size * g[0].sign(), x, eps)
+
+    return _iterates(models, x, y, steps, target, None, loss_kwargs, update)
 
 
 def first_success(models, iterates: List[Tensor], y: Tensor, target: Optional[Tensor]):

@@ -6,9 +6,12 @@ against on small inputs.
   the clean input, ``r_i = (|f'_l| + 1e-4) w'_l / ||w'_l||^2``, ``x_i = x + (1 + overshoot) r_tot``), plus
   clipping to [0, 1].
 - C&W L2: Carlini & Wagner 2017, Sec. V.A and their ``l2_attack.py`` (tanh box, Adam, binary search on c).
+- C&W L-inf and L0: Sec. V.B and V.C and their ``li_attack.py`` / ``l0_attack.py`` (tau schedule with warm
+  restarts and a fresh Adam per attempt; pixel elimination around the L2 attack).
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -110,3 +113,135 @@ def cw_l2_one(model: nn.Module, x: Tensor, label: int, *, targeted: bool = False
             lower = max(lower, const)
             const = (lower + upper) / 2 if upper < 1e10 else const * 10
     return best_adv, best_l2sq
+
+
+def _margin(model: nn.Module, x_new: Tensor, label: int, targeted: bool, confidence: float):
+    z = model(x_new.unsqueeze(0))[0]
+    others = [z[i] for i in range(z.numel()) if i != label]
+    other, real = torch.stack(others).max(), z[label]
+    margin = other - real if targeted else real - other
+    return torch.clamp(margin, min=-confidence), -margin.item() > confidence
+
+
+def cw_linf_one(model: nn.Module, x: Tensor, label: int, *, targeted: bool = False, steps: int = 20,
+                lr: float = 0.01, initial_const: float = 1e-3, confidence: float = 0.0,
+                max_attempts: int = 64) -> tuple[Tensor, int, float]:
+    """C&W L-inf on one image, after Sec. V.B and Carlini's ``li_attack.py``: minimise
+    ``c f(x') + sum_i max(|x'_i - x_i| - tau, 0)`` with Adam in tanh space. An attempt ends when it succeeds
+    (loss below ``1e-4 c`` and adversarial: tau becomes ``0.9 min(tau, ||x' - x||_inf)``) or after ``steps``
+    iterations (c doubles); the next attempt starts from the last success (or x) with a fresh Adam. The sample
+    ends when tau < 1/256 or c > 20, or after ``max_attempts * steps`` iterations in all. Returns ``(last
+    success or x, iterations, its L-inf distance or inf)``."""
+    def to_w(img):
+        return torch.atanh((2 * img - 1) * 0.999999)
+
+    tau, const, result, found, used = 1.0, initial_const, x.clone(), False, 0
+    w, m, v, t = to_w(x), torch.zeros_like(x), torch.zeros_like(x), 0
+    for _ in range(max_attempts * steps):
+        w_req = w.clone().requires_grad_(True)
+        x_new = (torch.tanh(w_req) + 1) / 2
+        f, adversarial = _margin(model, x_new, label, targeted, confidence)
+        loss = const * f + torch.relu((x_new - x).abs() - tau).sum()
+        (g,) = torch.autograd.grad(loss, w_req)
+        succeeded = loss.item() < 1e-4 * const and adversarial
+        t += 1
+        m = 0.9 * m + 0.1 * g
+        v = 0.999 * v + 0.001 * g * g
+        w = w - lr * (m / (1 - 0.9 ** t)) / ((v / (1 - 0.999 ** t)).sqrt() + 1e-8)
+        used += 1
+        if succeeded:
+            result, found = x_new.detach().clone(), True
+            tau = min(tau, (x_new - x).abs().max().item()) * 0.9
+        elif t >= steps:
+            const *= 2
+        if succeeded or t >= steps:
+            w, m, v, t = to_w(result), torch.zeros_like(x), torch.zeros_like(x), 0
+        if tau < 1 / 256 or const > 20:
+            break
+    return result, used, (result - x).abs().max().item() if found else float("inf")
+
+
+def _cw_l2_masked(model, x, label, mask, *, targeted, binary_search_steps, steps, lr, initial_const, confidence,
+                  abort_early, abort_checks, abort_tol, warm_start):
+    """:func:`cw_l2_one` restricted to the pixels where ``mask`` is True (the others keep their start value,
+    their Adam state zero); also returns the iterations it ran."""
+    lower, upper, const = 0.0, 1e10, initial_const
+    best_l2sq, best_adv, used = float("inf"), x.clone(), 0
+    w_start = torch.atanh((2 * x - 1) * 0.999999)
+    for outer in range(binary_search_steps):
+        if binary_search_steps >= 10 and outer == binary_search_steps - 1:
+            const = upper if upper < 1e10 else const
+        w = w_start.clone() if not (warm_start and best_l2sq < float("inf")) else \
+            torch.atanh((2 * best_adv - 1) * 0.999999)
+        m, v = torch.zeros_like(w), torch.zeros_like(w)
+        prev, found = float("inf"), False
+        for it in range(steps):
+            w_req = w.clone().requires_grad_(True)
+            x_new = (torch.tanh(w_req) + 1) / 2
+            if it > 0:  # frozen pixels are x itself (in the first iteration, x(w) of their start)
+                x_new = torch.where(mask, x_new, x)
+            f, adversarial = _margin(model, x_new, label, targeted, confidence)
+            l2sq = ((x_new - x) ** 2).sum()
+            loss = l2sq + const * f
+            (g,) = torch.autograd.grad(loss, w_req)
+            used += 1
+            if adversarial:
+                found = True
+                if l2sq.item() < best_l2sq:
+                    best_l2sq, best_adv = l2sq.item(), x_new.detach().clone()
+            t = it + 1
+            m = torch.where(mask, 0.9 * m + 0.1 * g, 0.0)
+            v = torch.where(mask, 0.999 * v + 0.001 * g * g, 0.0)
+            w = torch.where(mask, w - lr * (m / (1 - 0.9 ** t)) / ((v / (1 - 0.999 ** t)).sqrt() + 1e-8), w_start)
+            if abort_early and it % max(1, -(-steps // abort_checks)) == 0 and it != steps - 1:
+                if loss.item() > (1 - abort_tol) * prev:
+                    break
+                prev = loss.item()
+        if found:
+            upper = min(upper, const)
+            const = (lower + upper) / 2
+        else:
+            lower = max(lower, const)
+            const = (lower + upper) / 2 if upper < 1e10 else const * 10
+    return best_adv, best_l2sq, used
+
+
+def cw_l0_one(model: nn.Module, x: Tensor, label: int, *, targeted: bool = False, binary_search_steps: int = 3,
+              steps: int = 20, lr: float = 0.01, initial_const: float = 1e-3, confidence: float = 0.0,
+              abort_early: bool = True, abort_checks: int = 10, abort_tol: float = 1e-4,
+              warm_start: bool = False) -> tuple[Tensor, int, float]:
+    """C&W L0 on one image ``[C, H, W]``, after Sec. V.C: run the L2 attack on the allowed pixels; while it
+    succeeds, freeze the allowed pixels with the smallest ``sum_c |x'_c - x_c| |grad_c f|``, in increasing
+    order, at most ``ceil(0.3 sqrt(changed pixels))`` (at least one) and through the first whose score exceeds
+    0.01, and repeat. Returns ``(last success or x, iterations, changed pixels or inf)``."""
+    kw = dict(targeted=targeted, binary_search_steps=binary_search_steps, steps=steps, lr=lr,
+              initial_const=initial_const, confidence=confidence, abort_early=abort_early,
+              abort_checks=abort_checks, abort_tol=abort_tol, warm_start=warm_start)
+    allowed = torch.ones(x.shape[1:], dtype=torch.bool)  # [H, W], shared by the channels
+    result, found, used = x.clone(), False, 0
+    while True:
+        adv, l2sq, iterations = _cw_l2_masked(model, x, label, allowed.expand_as(x), **kw)
+        used += iterations
+        if l2sq == float("inf"):
+            break
+        result, found = adv, True
+        adv_req = adv.clone().requires_grad_(True)
+        f, _ = _margin(model, adv_req, label, targeted, confidence)
+        (g,) = torch.autograd.grad(f, adv_req)
+        score = ((adv - x).abs() * g.abs()).sum(dim=0)  # [H, W]
+        changed = int(((adv - x).abs().amax(dim=0) > 1e-4).sum())
+        limit = max(1, math.ceil(0.3 * math.sqrt(changed)))
+        candidates = sorted((score[i, j].item(), i * x.shape[2] + j) for i in range(x.shape[1])
+                            for j in range(x.shape[2]) if allowed[i, j])
+        frozen = 0
+        for value, flat in candidates:
+            if frozen >= limit:
+                break
+            allowed[flat // x.shape[2], flat % x.shape[2]] = False
+            frozen += 1
+            if value > 0.01:
+                break
+        if not bool(allowed.any()):
+            break
+    pixels = int(((result - x).abs() > 1e-4).any(dim=0).sum())
+    return result, used, float(pixels) if found else float("inf")
