@@ -104,3 +104,47 @@ def test_bad_input_names_the_argument(make, message):
         conv2d_input_grad(*make())
     with pytest.raises(TypeError, match="must be tensors"):
         conv2d_input_grad([1.0], torch.randn(1, 1, 1, 1), (1, 1))
+
+
+# Regression tests from the reliability review (shape overflow, empty planes) and the host path of the
+# CUDA kernel's math.
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("input_size, padding, message", [
+    ((10, 10), (2**63 - 1, 0), "padding must be [pad_h, pad_w] with 0 <= both <= 2147483647"),
+    ((10, 10), (0, 2**40), "padding must be"),
+    ((2**40, 10), (0, 0), "input_size must be [H, W] with 0 <= H, W <= 2147483647"),
+])
+def test_huge_shapes_are_an_error_not_an_overflow(dtype, input_size, padding, message):
+    """H + 2 pad_h - KH + 1 in int64 wrapped for padding 2^63 - 1, passed the check and read out of bounds."""
+    grad = torch.randn(2, 4, 6, 8, dtype=dtype)
+    weight = torch.randn(4, 1, 3, 3, dtype=dtype)
+    with pytest.raises(RuntimeError, match=re.escape(message)):
+        conv2d_input_grad(grad, weight, input_size, padding)
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_empty_output_plane_is_an_error(device, dtype):
+    """OW = 0 (a kernel wider than the padded input): the forward used to return zeros while its backward (and
+    aten's conv2d) raised. It is now an error up front, as for the convolution itself."""
+    grad = torch.randn(1, 2, 4, 0, dtype=dtype, device=device)
+    weight = torch.randn(2, 1, 3, 7, dtype=dtype, device=device)
+    with pytest.raises(RuntimeError, match=re.escape("grad_output's plane must be non-empty")):
+        conv2d_input_grad(grad, weight, (6, 6), (0, 0))
+    with pytest.raises(RuntimeError):  # PyTorch refuses the convolution with the same shapes
+        torch.nn.functional.conv2d(torch.randn(1, 1, 6, 6, dtype=dtype, device=device), weight)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_cuda_kernel_math_on_the_host_matches_the_reference(dtype, shape):
+    """_conv2d_input_grad_math runs input_grad_at (the per-pixel sum the CUDA kernel computes) on the CPU, so the
+    CPU suite checks the GPU's math too: it must equal the reference and the fast CPU kernels."""
+    grad, weight, size, padding = _inputs(shape, dtype, "cpu", seed=11)
+    got = torch.ops.robustkit._conv2d_input_grad_math(grad, weight, list(size), list(padding))
+    expected = reference.conv2d_input_grad(grad, weight, size, padding)
+    fast = conv2d_input_grad(grad, weight, size, padding)
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(got.double(), expected, **tol)
+    torch.testing.assert_close(got, fast, **tol)

@@ -97,7 +97,7 @@ def test_opcheck(device):
     (lambda: (torch.randn(3), torch.randn(3, 1, 4)), "f must be a 2-D [B, K] tensor"),
     (lambda: (torch.randn(3, 2), torch.randn(3, 4)), "w must be a 3-D [B, K, D] tensor"),
     (lambda: (torch.randn(3, 2), torch.randn(3, 3, 4)), "w must be [B, K, D] with [B, K] = f's shape"),
-    (lambda: (torch.randn(3, 2), torch.randn(3, 2, 4, dtype=torch.float64)), "w must be Float, got Double"),
+    (lambda: (torch.randn(3, 2), torch.randn(3, 2, 4, dtype=torch.float64)), "w must be float32, got float64"),
     (lambda: (torch.randn(3, 2).half(), torch.randn(3, 2, 4).half()), "f must be float32 or float64"),
 ])
 def test_bad_input_errors(make, message):
@@ -122,3 +122,38 @@ def test_compiles_fullgraph_with_autograd():
     expected = torch.autograd.grad(deepfool_step(f, w)[0].square().sum(), (f, w))
     for a, b in zip(grads, expected):
         torch.testing.assert_close(a, b)
+
+
+# Regression tests from the reliability review (double backward, D = 0, the backward's index range).
+
+def test_double_backward_raises_instead_of_returning_zero():
+    """The backward kernel has no derivative: a gradient of the gradient must be an error, never a silent 0."""
+    f, w = _inputs(3, 4, 6, torch.float64, "cpu", seed=7)
+    f.requires_grad_(True)
+    w.requires_grad_(True)
+    step, _ = deepfool_step(f, w, norm="l2")
+    (g,) = torch.autograd.grad(step.pow(2).sum(), w, create_graph=True)
+    with pytest.raises(RuntimeError, match="double backward .* of deepfool_step is not supported"):
+        torch.autograd.grad(g.sum(), f)
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_empty_gradient_rows_follow_the_spec(device, norm):
+    """D = 0: every norm is the floor, so the index is argmin_k |f_k| (the spec), not always 0."""
+    f = torch.tensor([[5.0, 1.0, 3.0], [-0.5, 2.0, -0.25]], device=device)
+    w = torch.zeros(2, 3, 0, device=device)
+    step, index = deepfool_step(f, w, norm=norm)
+    ref_step, ref_index = reference.deepfool_step(f.cpu(), w.cpu(), norm=norm)
+    assert step.shape == (2, 0)
+    assert index.tolist() == ref_index.tolist() == [1, 2]
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("bad", [3, -1, 10**6])
+def test_backward_rejects_an_out_of_range_index(device, bad):
+    """The private backward reads w[b, index[b]]: an index outside [0, K) is an error on every device."""
+    f, w = _inputs(2, 3, 4, torch.float32, device, seed=8)
+    index = torch.tensor([0, bad], device=device)
+    with pytest.raises(RuntimeError, match=re.escape(f"index[1] = {bad} is out of range [0, 3)")):
+        torch.ops.robustkit._deepfool_step_backward(torch.ones(2, 4, device=device), f, w, index, "l2")

@@ -1,5 +1,7 @@
 """robustkit.ops.ensemble_temperature_ce against the float64 spec (robustkit/ops/reference.py) and the
 naive per-sample implementation (tests/reference/fused_ops.py)."""
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -163,7 +165,7 @@ def test_opcheck(device):
     (dict(logits=torch.randint(0, 5, (1, 2, 5))), "logits must be a floating-point tensor"),
     (dict(target=torch.tensor([0, 5])), r"target\[1\] = 5 is out of range \[0, 5\)"),
     (dict(target=torch.tensor([0, -1])), r"target\[1\] = -1 is out of range"),
-    (dict(target=torch.tensor([0.0, 1.0])), "target must be Long"),
+    (dict(target=torch.tensor([0.0, 1.0])), "target must be int64"),
     (dict(target=torch.tensor([0, 1, 2])), r"target must be \[B\] with B = logits.size\(1\) = 2"),
     (dict(temperature=0.0), "temperature must be a finite number > 0"),
     (dict(temperature=-1.0), "temperature must be a finite number > 0"),
@@ -181,3 +183,60 @@ def test_bad_input_names_the_argument(bad, match):
 def test_mismatched_devices():
     with pytest.raises(RuntimeError, match="logits and target must be on the same device"):
         ops.ensemble_temperature_ce(torch.randn(1, 2, 5, device="cuda"), torch.tensor([0, 1]))
+
+
+# Regression tests from the reliability review: the private backward's target range (an out-of-bounds write
+# before), float32 temperatures whose inverse overflows or underflows.
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("bad", [10, 11, 100000, -1, -100000])
+def test_backward_op_rejects_out_of_range_targets(device, bad):
+    """The backward writes grad[k, b, target[b]]: a target outside [0, C) is an error, on every device."""
+    z = torch.randn(1, 4, 10, device=device)
+    y = torch.zeros(4, dtype=torch.long, device=device)
+    _, stats = torch.ops.robustkit.ensemble_temperature_ce(z, y, 1.0, 1.0, 0.0)
+    bad_target = torch.tensor([0, 0, 0, bad], device=device)
+    with pytest.raises(RuntimeError, match=re.escape(f"target[3] = {bad} is out of range [0, 10)")):
+        torch.ops.robustkit._ensemble_temperature_ce_backward(torch.ones(4, device=device), z, bad_target, stats,
+                                                              1.0, 1.0, 0.0)
+
+
+@pytest.mark.parametrize("device", devices())
+def test_forward_rejects_out_of_range_targets_on_every_device(device):
+    z = torch.randn(2, 3, 5, device=device)
+    with pytest.raises(RuntimeError, match=re.escape("target[2] = 5 is out of range [0, 5)")):
+        ops.ensemble_temperature_ce(z, torch.tensor([0, 1, 5], device=device))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("temperature", [1e-40, 1e-31, 1e31, 1e300])
+def test_float_temperature_whose_inverse_is_not_a_normal_float_is_an_error(dtype, temperature):
+    """float32 1/T overflows (T < 2.9e-39) or underflows: the loss came out NaN and attacks silently did
+    nothing. Outside [1e-30, 1e30] it is an error naming temperature."""
+    z = torch.randn(1, 4, 10).to(dtype)
+    y = torch.tensor([0, 1, 2, 3])
+    with pytest.raises(RuntimeError, match=re.escape("temperature must be in [1e-30, 1e+30]")):
+        ops.ensemble_temperature_ce(z, y, temperature=temperature, reduction="none")
+
+
+@pytest.mark.parametrize("temperature", [1e-30, 1e30])
+def test_float32_temperature_at_the_range_edges_matches_reference(temperature):
+    z = torch.randn(1, 4, 10, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 3])
+    z32 = z.float().requires_grad_(True)
+    loss = ops.ensemble_temperature_ce(z32, y, temperature=temperature, hard_weight=1.0, reduction="none")
+    ref = reference.ensemble_temperature_ce(z32.detach(), y, temperature=temperature, hard_weight=1.0)
+    assert torch.isfinite(loss).all()
+    torch.testing.assert_close(loss.double(), ref.float().double(), rtol=1e-5, atol=1e-5)
+    (grad,) = torch.autograd.grad(loss.sum(), z32)
+    ref_grad = reference.ensemble_temperature_ce_grad(z32.detach(), y, torch.ones(4), temperature=temperature,
+                                                      hard_weight=1.0)
+    assert torch.isfinite(grad).all()
+    torch.testing.assert_close(grad.double(), ref_grad.float().double(), rtol=1e-5, atol=1e-5 / temperature)
+
+
+def test_float64_accepts_tiny_temperatures():
+    z = torch.randn(1, 4, 10, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 3])
+    loss = ops.ensemble_temperature_ce(z, y, temperature=1e-40, reduction="none")
+    torch.testing.assert_close(loss, reference.ensemble_temperature_ce(z, y, temperature=1e-40), rtol=1e-10, atol=0)

@@ -1,5 +1,6 @@
 """robustkit.ops.sign_momentum_step against the float64 spec and the naive per-sample implementation."""
 import math
+import re
 
 import pytest
 import torch
@@ -134,7 +135,7 @@ def test_opcheck():
     (dict(eps=torch.tensor([0.1, -0.1])), r"eps\[1\] must be >= 0"),
     (dict(step_size=torch.tensor([0.1, 0.1, 0.1])), r"step_size must be a float or a \[B\] tensor with B = 2"),
     (dict(x_orig=torch.rand(2, 4)), "x_orig and x_adv must have the same shape"),
-    (dict(grad=torch.rand(2, 3, dtype=torch.float64)), "grad must be Float, got Double"),
+    (dict(grad=torch.rand(2, 3, dtype=torch.float64)), "grad must be float32, got float64"),
     (dict(x_adv=torch.rand(2, 3).half()), "x_adv must be float32 or float64"),
     (dict(norm="l3"), 'norm must be "linf" or "l2", got "l3"'),
     (dict(grad_norm="l2"), 'grad_norm must be "l1" or "none"'),
@@ -146,3 +147,71 @@ def test_bad_input_names_the_argument(change, match):
     args.update(change)
     with pytest.raises((RuntimeError, ValueError), match=match):
         ops.sign_momentum_step(args.pop("x_adv"), args.pop("x_orig"), args.pop("grad"), args.pop("momentum"), **args)
+
+
+# Regression tests from the reliability review: float32 L2 norms of huge gradients, NaN per-sample step
+# sizes, and in-place buffers that share memory with another argument.
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("grad_norm, with_momentum", [("none", False), ("l1", False), ("none", True)])
+def test_float32_l2_step_of_a_huge_gradient_moves_by_step_size(device, grad_norm, with_momentum):
+    """|grad| ~ 1e20: the float32 sum of squares overflowed, inverse_norm(inf) = 0 and the step was silently 0.
+    The squares are summed in float64 now, so the step is step_size, as in the reference."""
+    gen = torch.Generator().manual_seed(12)
+    x0 = torch.rand(2, 50, generator=gen).to(device)
+    x_adv = x0.clone()
+    grad = (torch.randn(2, 50, generator=gen) * 1e20).to(device)
+    momentum = torch.zeros_like(x0) if with_momentum else None
+    expected, _ = reference.sign_momentum_step(x_adv, x0, grad, momentum, step_size=0.1, eps=1.0, norm="l2",
+                                               grad_norm=grad_norm, decay=1.0, clip=None)
+    ops.sign_momentum_step(x_adv, x0, grad, momentum, step_size=0.1, eps=1.0, norm="l2", grad_norm=grad_norm,
+                           clip=None)
+    moved = (x_adv - x0).double().norm(dim=1)
+    torch.testing.assert_close(moved.cpu(), torch.full((2,), 0.1, dtype=torch.float64), rtol=1e-5, atol=0)
+    torch.testing.assert_close(x_adv.cpu().double(), expected, **TOL[torch.float32])
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_per_sample_step_size_is_an_error(device, bad):
+    x0 = torch.rand(2, 3, device=device)
+    with pytest.raises(RuntimeError, match=re.escape("step_size[1] must be finite")):
+        ops.sign_momentum_step(x0.clone(), x0, torch.randn(2, 3, device=device), None,
+                               step_size=torch.tensor([0.1, bad], device=device), eps=0.1)
+
+
+@pytest.mark.parametrize("device", devices())
+def test_per_sample_eps_is_checked_on_every_device(device):
+    x0 = torch.rand(2, 3, device=device)
+    with pytest.raises(RuntimeError, match=re.escape("eps[1] must be >= 0, got nan")):
+        ops.sign_momentum_step(x0.clone(), x0, torch.randn(2, 3, device=device), None, step_size=0.1,
+                               eps=torch.tensor([0.1, float("nan")], device=device))
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("case, message", [
+    ("x_adv_is_x_orig", "x_adv and x_orig must not share memory"),
+    ("momentum_is_x_adv", "x_adv and momentum must not share memory"),
+    ("momentum_is_grad", "momentum and grad must not share memory"),
+    ("x_adv_overlaps_x_orig", "x_adv and x_orig must not share memory"),
+    ("expanded_x_adv", "x_adv is updated in place and must not have overlapping memory"),
+])
+def test_in_place_buffers_must_not_share_memory(device, case, message):
+    """x_adv passed as x_orig made the ball follow x_adv (5 steps moved 0.1 > eps 0.03); a shared momentum was
+    garbage. Both are errors now."""
+    x0 = torch.rand(2, 3, device=device)
+    grad = torch.randn(2, 3, device=device)
+    x_adv, x_orig, momentum = x0.clone(), x0, None
+    if case == "x_adv_is_x_orig":
+        x_adv = x_orig
+    elif case == "momentum_is_x_adv":
+        momentum = x_adv
+    elif case == "momentum_is_grad":
+        momentum = grad
+    elif case == "x_adv_overlaps_x_orig":
+        buffer = torch.rand(3, 3, device=device)
+        x_adv, x_orig = buffer[:2], buffer[1:]
+    else:
+        x_adv, x_orig = torch.rand(1, 3, device=device).expand(2, 3), x0
+    with pytest.raises(RuntimeError, match=re.escape(message)):
+        ops.sign_momentum_step(x_adv, x_orig, grad, momentum, step_size=0.01, eps=0.03, grad_norm="none")
