@@ -32,7 +32,6 @@ from robustkit.ops import reference
 from tests.reference import fused_ops as naive_ops
 
 F32, F64 = torch.float32, torch.float64
-EPS32 = torch.finfo(torch.float32).eps  # 1.19e-7
 
 
 @dataclasses.dataclass
@@ -239,7 +238,7 @@ ENSEMBLE_CE = OpInfo(
                                              "test_aot_dispatch_dynamic"),
     non_finite=_ce_non_finite,
     small_case=dict(shape=(3, 4, 7), hyper=dict(temperature=2.5, soft_weight=0.7, hard_weight=1.3)),
-    opcheck_cases=(0, 1),
+    opcheck_cases=(0,),
 )
 
 
@@ -450,7 +449,10 @@ DEEPFOOL_STEP = OpInfo(
     # float32: the step is (|f| + 1e-4) / ||w||^2 * w with ||w||^2 a float32 sum of D <= 784 squares; its
     # relative error grows like sqrt(D) eps32 (~3e-6 at D = 784), so 1e-5 relative; the backward has the same
     # sums plus <g, w>: 1e-5 relative, 1e-5 absolute for near-zero entries. float64: ~1e-14 with margin.
-    tol={F32: (1e-5, 1e-5), F64: (1e-11, 1e-12)},
+    tol={F32: (1e-5, 1e-6), F64: (1e-12, 1e-14)},
+    # the backward's sums <g, w_l> over D terms: the same relative bound, absolute 1e-5 / 1e-12 for the
+    # near-zero entries that cancellation leaves.
+    output_tol={k: {F32: (1e-5, 1e-5), F64: (1e-11, 1e-12)} for k in ("grad_f", "grad_w")},
     naive_tol=(1e-12, 1e-14),
     layouts=("contiguous", "transposed", "strided"),
     in_place=False, differentiable=("f", "w"),

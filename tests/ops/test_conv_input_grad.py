@@ -1,5 +1,6 @@
-"""robustkit.ops.conv2d_input_grad against its float64 reference, a naive loop from the definition, PyTorch's
-own convolution backward, gradcheck, opcheck, torch.compile, edge cases and errors."""
+"""robustkit.ops.conv2d_input_grad beyond the op-test harness (test_opinfo.py: spec, naive, PyTorch's own backward,
+layouts, gradcheck and gradgradcheck, opcheck, compile): layouts against each other, zero output channels, errors,
+huge shapes, and the CUDA kernel's math run on the host."""
 import re
 
 import pytest
@@ -7,9 +8,7 @@ import torch
 
 from robustkit.ops import conv2d_input_grad, reference
 from tests.conftest import devices
-from tests.reference.fused_ops import naive_conv2d_input_grad
 
-TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.float64: dict(rtol=1e-12, atol=1e-12)}
 
 # (batch, C_in, C_out, (KH, KW), (ph, pw), (H, W)): widths below, at and above the float kernel's 32-pixel
 # chunk, rectangular kernels and images, padding 0, "same" and larger than the kernel
@@ -33,23 +32,6 @@ def _inputs(shape, dtype, device, seed):
 
 
 @pytest.mark.parametrize("device", devices())
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("shape", SHAPES)
-def test_matches_reference_naive_and_torch(device, dtype, shape):
-    grad, weight, size, padding = _inputs(shape, dtype, device, seed=sum(shape[:3]))
-    out = conv2d_input_grad(grad, weight, size, padding)
-    assert out.dtype == dtype and out.shape == (shape[0], shape[1], *size) and out.device == grad.device
-    ref = reference.conv2d_input_grad(grad.cpu(), weight.cpu(), size, padding)
-    torch.testing.assert_close(out.cpu().double(), ref, **TOL[dtype])
-    torch.testing.assert_close(naive_conv2d_input_grad(grad.cpu(), weight.cpu(), size, padding), ref,
-                               rtol=1e-12, atol=1e-12)
-    x = torch.zeros(shape[0], shape[1], *size, dtype=dtype, device=device)
-    torch_grad = torch.ops.aten.convolution_backward(grad, x, weight, None, [1, 1], list(padding), [1, 1], False,
-                                                     [0, 0], 1, [True, False, False])[0]
-    torch.testing.assert_close(out, torch_grad, **TOL[dtype])
-
-
-@pytest.mark.parametrize("device", devices())
 def test_non_contiguous_and_empty(device):
     grad, weight, size, padding = _inputs(SHAPES[0], torch.float32, device, seed=3)
     grad_cl = grad.contiguous(memory_format=torch.channels_last)
@@ -58,30 +40,6 @@ def test_non_contiguous_and_empty(device):
     assert conv2d_input_grad(grad[:0], weight, size, padding).shape == (0, 1, 28, 28)
     zero_out = conv2d_input_grad(grad[:, :0], weight[:0], size, padding)  # no output channels: zero gradient
     assert torch.equal(zero_out, torch.zeros(3, 1, 28, 28, device=device))
-
-
-@pytest.mark.parametrize("device", devices())
-def test_gradcheck_and_gradgradcheck(device):
-    grad, weight, size, padding = _inputs((2, 2, 3, (3, 3), (1, 1), (5, 6)), torch.float64, device, seed=5)
-    grad.requires_grad_(True)
-    weight.requires_grad_(True)
-    fn = lambda g, w: conv2d_input_grad(g, w, size, padding)  # noqa: E731
-    assert torch.autograd.gradcheck(fn, (grad, weight))
-    assert torch.autograd.gradgradcheck(fn, (grad, weight))
-
-
-@pytest.mark.parametrize("device", devices())
-def test_opcheck(device):
-    grad, weight, size, padding = _inputs(SHAPES[2], torch.float64, device, seed=6)
-    grad.requires_grad_(True)
-    weight.requires_grad_(True)
-    torch.library.opcheck(torch.ops.robustkit.conv2d_input_grad.default, (grad, weight, list(size), list(padding)))
-
-
-def test_torch_compile_fullgraph_matches_eager():
-    grad, weight, size, padding = _inputs(SHAPES[0], torch.float32, "cpu", seed=7)
-    compiled = torch.compile(lambda g, w: conv2d_input_grad(g, w, size, padding) * 2, fullgraph=True)
-    torch.testing.assert_close(compiled(grad, weight), conv2d_input_grad(grad, weight, size, padding) * 2)
 
 
 @pytest.mark.parametrize("make, message", [

@@ -71,20 +71,23 @@ def naive_sign_momentum_step(x_adv, x_orig, grad, momentum, step_size, eps, deca
 def naive_conv2d_input_grad(grad_output, weight, input_size, padding):
     """The input gradient of a stride-1 conv2d from its definition, y[b, co, oy, ox] = sum_{ci, u, v}
     x[b, ci, oy + u - ph, ox + v - pw] w[co, ci, u, v]: each output element sends grad * w back to the input
-    pixel it read, skipping the zero padding. Loops over output pixels and taps, float64."""
+    pixel it read, skipping the zero padding. One tap (u, v) at a time: the output pixels whose tap lands
+    inside the image form a rectangle, which is shifted onto the input; float64."""
     g, w = grad_output.double(), weight.double()
     batch, c_out, out_h, out_w = g.shape
     _, c_in, k_h, k_w = w.shape
     (height, width), (p_h, p_w) = input_size, padding
     grad_x = torch.zeros(batch, c_in, height, width, dtype=torch.float64)
-    for oy in range(out_h):
-        for ox in range(out_w):
-            for u in range(k_h):
-                for v in range(k_w):
-                    iy, ix = oy + u - p_h, ox + v - p_w
-                    if 0 <= iy < height and 0 <= ix < width:
-                        # [B, C_out] x [C_out, C_in] -> [B, C_in]
-                        grad_x[:, :, iy, ix] += g[:, :, oy, ox] @ w[:, :, u, v]
+    for u in range(k_h):
+        for v in range(k_w):
+            # output rows oy with 0 <= oy + u - p_h < height (and the same for columns)
+            oy0, oy1 = max(0, p_h - u), min(out_h, height + p_h - u)
+            ox0, ox1 = max(0, p_w - v), min(out_w, width + p_w - v)
+            if oy0 >= oy1 or ox0 >= ox1:
+                continue
+            # [B, C_out, h, w] x [C_out, C_in] -> [B, C_in, h, w]
+            contribution = torch.einsum("bohw,oi->bihw", g[:, :, oy0:oy1, ox0:ox1], w[:, :, u, v])
+            grad_x[:, :, oy0 + u - p_h:oy1 + u - p_h, ox0 + v - p_w:ox1 + v - p_w] += contribution
     return grad_x
 
 
