@@ -36,6 +36,10 @@ echo "asan: copying the tree to $SRC"
 mkdir -p "$SRC"
 # Tracked and untracked-but-not-ignored files; tar keeps mtimes, so ninja rebuilds only what changed.
 (cd "$ROOT" && git ls-files -z -co --exclude-standard | tar -c --null -T - -f -) | tar -x -C "$SRC" -f -
+# Files the tree no longer has (a renamed op folder) must go too, or setup.py's globs would still build them.
+(cd "$ROOT" && git ls-files -co --exclude-standard | sort) >"$DIR/files.want"
+(cd "$SRC" && find . -type f ! -name '_C*.so' | sed 's|^\./||' | sort) >"$DIR/files.have"
+comm -23 "$DIR/files.have" "$DIR/files.want" | (cd "$SRC" && xargs -r -d '\n' rm -f --)
 
 SAN="-fsanitize=address,undefined -fsanitize-recover=address,undefined -fno-omit-frame-pointer -g"
 echo "asan: building robustkit._C with $SAN (CPU only; MAX_JOBS=${MAX_JOBS:-2})"

@@ -146,13 +146,13 @@ def test_fuzz_ensemble_temperature_ce(k, b, c, dtype, layout, scale, non_finite,
     upstream = (torch.rand(b, generator=gen, dtype=F64) + 0.5).to(dtype)
     hyper = dict(temperature=temperature, soft_weight=soft, hard_weight=hard)
     run = lambda: ops.ensemble_temperature_ce(z.detach().requires_grad_(True), y, reduction="none", **hyper)  # noqa
-    if not (temperature > 0 and math.isfinite(temperature)):
-        expect_error_naming(run, "temperature")
-        return
+    bad = [] if temperature > 0 and math.isfinite(temperature) else ["temperature"]
     if target_edge in ("-1", "C") and b:
         y[int(torch.randint(b, (1,), generator=gen))] = -1 if target_edge == "-1" else c
-        expect_error_naming(run, "target")
-        expect_error_naming(lambda: ops.ensemble_temperature_ce_grad(z, y, **hyper), "target")
+        bad.append("target")
+    if bad:  # the op may check its arguments in any order: the error names one of the bad ones
+        expect_error_naming(run, *bad)
+        expect_error_naming(lambda: ops.ensemble_temperature_ce_grad(z, y, **hyper), *bad)
         return
     documented = 1e-2 <= temperature <= 1e3
     z_req = z.detach().requires_grad_(True)
@@ -216,11 +216,10 @@ def test_fuzz_sign_momentum_step(b, feat, dtype, layout, norm, grad_norm, moment
     bufs = dict(x_adv=_layout(x_adv, layout if layout != "expanded" else "contiguous"), grad=_layout(grad, layout),
                 momentum=None if m is None else _layout(m, layout if layout != "expanded" else "contiguous"))
     run = lambda: ops.sign_momentum_step(bufs["x_adv"], x_orig, bufs["grad"], bufs["momentum"], **kw)  # noqa
-    if (isinstance(radius, float) and radius < 0):
-        expect_error_naming(run, "eps")
-        return
-    if clip is not None and clip[0] > clip[1]:
-        expect_error_naming(run, "clip")
+    bad = (["eps"] if isinstance(radius, float) and radius < 0 else []) + (
+        ["clip"] if clip is not None and clip[0] > clip[1] else [])
+    if bad:
+        expect_error_naming(run, *bad)
         return
     start = {k: (None if v is None else v.clone()) for k, v in bufs.items()}
     if nan_step and b:
@@ -344,14 +343,12 @@ def test_fuzz_cw_l2_step(b, feat, dtype, layout, step, lr, betas, clip, w_scale,
         return ops.cw_l2_step(state["w"], state["x"], state["exp_avg"], state["exp_avg_sq"], state["best_adv"],
                               state["best_l2sq"], x_orig_in, loss_grad_in, success, step=step, lr=lr, betas=betas,
                               clip=clip)
-    if step < 1:
-        return expect_error_naming(run, "step")
-    if lr < 0:
-        return expect_error_naming(run, "lr")
-    if not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
-        return expect_error_naming(run, "beta")
-    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-        return expect_error_naming(run, "clip")
+    bad = (["step"] if step < 1 else []) + (["lr"] if lr < 0 else []) + (
+        [] if 0 <= betas[0] < 1 and 0 <= betas[1] < 1 else ["beta"]) + (
+        [] if math.isfinite(lo) and math.isfinite(hi) and lo < hi else ["clip"])
+    if bad:
+        expect_error_naming(run, *bad)
+        return
     l2sq = run()
     want = reference.cw_l2_step(start["w"], x_orig, loss_grad, success, start["exp_avg"], start["exp_avg_sq"],
                                 start["best_adv"], start["best_l2sq"], step=step, lr=lr, betas=betas, clip=clip)
@@ -365,8 +362,7 @@ def test_fuzz_cw_l2_step(b, feat, dtype, layout, step, lr, betas, clip, w_scale,
         x64, x0 = start["x"].double(), x_orig.double()
         terms = (2 * (x64 - x0).abs() + loss_grad.double().abs())
         g = (2 * (x64 - x0) + loss_grad.double())
-        mask = (g.abs() > 64 * eps * terms) | (betas[0] > 0) & (g.abs() > 1e-3 * terms)
-        mask = mask | (terms == 0)
+        mask = (g.abs() > 64 * eps * terms) | (terms == 0)
     check_close(state["w"], _rounded(want["w"], dtype), w_tol, 1e-5 if dtype == F32 else 1e-10, "w", mask)
     check_close(state["x"], _rounded(want["x"], dtype), x_tol, 1e-5 if dtype == F32 else 1e-10, "x", mask)
     l2_tol = (1e-5 if dtype == F32 else 1e-10) * d * (hi - lo) ** 2
@@ -411,6 +407,9 @@ def test_fuzz_conv2d_input_grad(b, c_in, c_out, kh, kw, ph, pw, h, w, dtype, lay
                 torch.autograd.grad(out.sum(), (g_req, w_req), allow_unused=True)
         return
     out = ops.conv2d_input_grad(g_req, w_req, (h, w), (ph, pw))
+    if c_out == 0:  # no output channels: a zero gradient (PyTorch's conv_transpose2d refuses C_out = 0)
+        assert out.shape == (b, c_in, h, w) and torch.equal(out, torch.zeros_like(out))
+        return
     want = reference.conv2d_input_grad(g.double(), wt.double(), (h, w), (ph, pw))
     bound = reference.conv2d_input_grad(torch.nan_to_num(g.double().abs(), nan=0.0, posinf=0.0),
                                         wt.double().abs(), (h, w), (ph, pw))

@@ -45,6 +45,8 @@ def _expected(op_name: str, case: int, batch):
 def _check_against_spec(op: OpInfo, got: dict, ref: dict, naive: dict, dtype):
     assert set(ref) <= set(got), f"{op.name}: outputs {sorted(ref)} expected, got {sorted(got)}"
     for key in ref:
+        if ref[key].is_floating_point() and key != "selection":
+            assert got[key].dtype == dtype, f"{op.name}: {key} is {got[key].dtype}, not {dtype}"
         assert_close(ref[key], naive[key], *op.naive_tol, what=f"{op.name} spec vs naive: {key}")
         assert_close(got[key], ref[key], *op.tolerance(key, dtype), what=f"{op.name} {dtype}: {key}",
                      exact=key in op.exact)
