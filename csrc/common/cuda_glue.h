@@ -15,7 +15,7 @@ inline DType to_dtype(at::ScalarType t, const char* op, const char* name) {
     case at::kDouble: return DType::kFloat64;
     case at::kHalf: return DType::kFloat16;
     case at::kBFloat16: return DType::kBFloat16;
-    default: TORCH_CHECK(false, op, ": ", name, " must be float32, float64, float16 or bfloat16, got ", t);
+    default: TORCH_CHECK(false, op, ": ", name, " must be float32, float64, float16 or bfloat16, got ", c10::getDtypeNames(t).first);
   }
 }
 

@@ -1,4 +1,10 @@
-// Torch-free helpers for the .cu kernels: dtype tags, loads/stores in float accumulation, block reductions.
+// Torch-free helpers for the .cu kernels: dtype tags, loads/stores in float accumulation, the one warp/block
+// reduction every kernel uses, and the launch convention.
+//
+// The CUDA launch convention of every op: the torch-free launcher in <op>_kernel.cu takes the op's
+// <Op>Launch struct (a DType and untyped device pointers), picks the element type with dispatch_floating or
+// dispatch_float_double, splits batches above kMaxGridY itself when the batch is on gridDim.y, and returns
+// the launch's cudaError_t; the glue in <op>_cuda.cpp turns that into a torch error with RK_CUDA_CHECK_LAUNCH.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -65,6 +71,19 @@ cudaError_t dispatch_floating(DType dtype, F&& f) {
   }
   return cudaErrorInvalidValue;
 }
+
+// Calls f with a typed null pointer tag for float or double; the ops whose state stays in full precision.
+template <typename F>
+cudaError_t dispatch_float_double(DType dtype, F&& f) {
+  switch (dtype) {
+    case DType::kFloat32: return f(static_cast<float*>(nullptr));
+    case DType::kFloat64: return f(static_cast<double*>(nullptr));
+    default: return cudaErrorInvalidValue;
+  }
+}
+
+// gridDim.y and gridDim.z are at most 65535: launchers that put the batch there run it in chunks of this size.
+constexpr int64_t kMaxGridY = 65535;
 
 inline int blocks_for(int64_t n, int threads, int cap = 65535 * 8) {
   const int64_t b = (n + threads - 1) / threads;

@@ -7,7 +7,8 @@ from typing import Tuple
 import torch
 from torch import Tensor
 
-from robustkit import _ext  # noqa: F401  (registers torch.ops.robustkit)
+from robustkit import _ext  # registers torch.ops.robustkit when the extension is built
+from robustkit.ops._autograd import register_no_double_backward
 
 _NORMS = ("l2", "linf")
 
@@ -25,7 +26,9 @@ def deepfool_step(f: Tensor, w: Tensor, *, norm: str = "l2") -> Tuple[Tensor, Te
     The ``1e-4`` is the push past the boundary of the DeepFool reference code. ``r`` is differentiable
     with respect to ``f`` and ``w`` (the argmin index is held constant, as in Deep Defense's Eq. 3/6 where
     the regulariser is trained through the DeepFool perturbation); double backward is not supported.
-    Ties go to the lowest k; norms are floored at 1e-12 so an all-zero gradient gives a finite step.
+    Differentiating that gradient again raises (``_deepfool_step_backward`` has no derivative).
+    Ties go to the lowest k and a NaN distance loses to any number; norms are floored at 1e-12 so an all-zero
+    gradient gives a finite step (and with D = 0, empty gradient rows, ``l = argmin_k |f_k|``).
 
     Args:
         f: ``[B, K]`` float32 or float64 logit differences.
@@ -42,6 +45,7 @@ def deepfool_step(f: Tensor, w: Tensor, *, norm: str = "l2") -> Tuple[Tensor, Te
         >>> r, l = deepfool_step(f, w, norm="l2")
         >>> r.norm(dim=1).sum().backward()
     """
+    _ext.require_ops()
     if norm not in _NORMS:
         raise ValueError(f"deepfool_step: norm must be one of {_NORMS}, got {norm!r}")
     if not isinstance(f, Tensor) or not isinstance(w, Tensor):
@@ -50,7 +54,6 @@ def deepfool_step(f: Tensor, w: Tensor, *, norm: str = "l2") -> Tuple[Tensor, Te
     return torch.ops.robustkit.deepfool_step(f, w, norm)
 
 
-@torch.library.register_fake("robustkit::deepfool_step")
 def _fake(f, w, norm):
     torch._check(f.dim() == 2, lambda: f"deepfool_step: f must be [B, K], got {list(f.shape)}")
     torch._check(w.dim() == 3 and w.shape[:2] == f.shape,
@@ -59,7 +62,6 @@ def _fake(f, w, norm):
     return w.new_empty((batch, dim)), w.new_empty((batch,), dtype=torch.int64)
 
 
-@torch.library.register_fake("robustkit::_deepfool_step_backward")
 def _fake_backward(grad_step, f, w, index, norm):
     return torch.empty_like(f, memory_format=torch.contiguous_format), torch.empty_like(
         w, memory_format=torch.contiguous_format)
@@ -81,4 +83,8 @@ def _backward(ctx, grad_step, _grad_index):
     return grad_f, grad_w, None
 
 
-torch.library.register_autograd("robustkit::deepfool_step", _backward, setup_context=_setup_context)
+if _ext.has_ops():  # the schemas exist only when the extension is built
+    torch.library.register_fake("robustkit::deepfool_step")(_fake)
+    torch.library.register_fake("robustkit::_deepfool_step_backward")(_fake_backward)
+    torch.library.register_autograd("robustkit::deepfool_step", _backward, setup_context=_setup_context)
+    register_no_double_backward("robustkit::_deepfool_step_backward", "deepfool_step")

@@ -91,7 +91,7 @@ def deepfool_step(f: Tensor, w: Tensor, *, norm: str = "l2") -> Tuple[Tensor, Te
 
 def cw_l2_step(w: Tensor, x_orig: Tensor, loss_grad: Tensor, success: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor,
                best_adv: Tensor, best_l2sq: Tensor, *, step: int, lr: float = 0.01,
-               betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+               betas: Tuple[float, float] = (0.9, 0.999), adam_eps: float = 1e-8,
                clip: Tuple[float, float] = (0.0, 1.0)) -> dict:
     """Out-of-place float64 ``robustkit.ops.cw_l2_step``, written with tanh and autograd instead of the op's
     closed forms. Returns the new state as a dict (w, x, exp_avg, exp_avg_sq, best_adv, best_l2sq) and the
@@ -100,15 +100,16 @@ def cw_l2_step(w: Tensor, x_orig: Tensor, loss_grad: Tensor, success: Tensor, ex
     beta1, beta2 = betas
     w64 = w.double().detach().requires_grad_(True)
     x = lo + (hi - lo) * (torch.tanh(w64) + 1) / 2
-    dims = tuple(range(1, x.dim()))
-    l2sq = ((x - x_orig.double()) ** 2).sum(dim=dims)
+    # Per sample over the feature dims; reshape rather than sum(dim=()) so that [B] inputs (no feature dims)
+    # give [B] too (an empty dim tuple would reduce over every dim).
+    l2sq = ((x - x_orig.double()) ** 2).reshape(x.shape[0], -1).sum(dim=1)
     # d/dw of ||x - x0||^2 + <loss_grad, x> is the C&W gradient with loss_grad = d(c f)/dx held fixed.
     objective = l2sq.sum() + (loss_grad.double() * x).sum()
     (g,) = torch.autograd.grad(objective, w64)
     m = beta1 * exp_avg.double() + (1 - beta1) * g
     v = beta2 * exp_avg_sq.double() + (1 - beta2) * g * g
     m_hat, v_hat = m / (1 - beta1 ** step), v / (1 - beta2 ** step)
-    w_new = w64.detach() - lr * m_hat / (v_hat.sqrt() + eps)
+    w_new = w64.detach() - lr * m_hat / (v_hat.sqrt() + adam_eps)
     x_now, l2sq = x.detach(), l2sq.detach()
     improved = success & (l2sq < best_l2sq.double())
     view = (-1,) + (1,) * (x.dim() - 1)

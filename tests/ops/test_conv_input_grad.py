@@ -1,5 +1,6 @@
-"""robustkit.ops.conv2d_input_grad against its float64 reference, a naive loop from the definition, PyTorch's
-own convolution backward, gradcheck, opcheck, torch.compile, edge cases and errors."""
+"""robustkit.ops.conv2d_input_grad beyond the op-test harness (test_opinfo.py: spec, naive, PyTorch's own backward,
+layouts, gradcheck and gradgradcheck, opcheck, compile): layouts against each other, zero output channels, errors,
+huge shapes, and the CUDA kernel's math run on the host."""
 import re
 
 import pytest
@@ -7,9 +8,7 @@ import torch
 
 from robustkit.ops import conv2d_input_grad, reference
 from tests.conftest import devices
-from tests.reference.fused_ops import naive_conv2d_input_grad
 
-TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.float64: dict(rtol=1e-12, atol=1e-12)}
 
 # (batch, C_in, C_out, (KH, KW), (ph, pw), (H, W)): widths below, at and above the float kernel's 32-pixel
 # chunk, rectangular kernels and images, padding 0, "same" and larger than the kernel
@@ -33,23 +32,6 @@ def _inputs(shape, dtype, device, seed):
 
 
 @pytest.mark.parametrize("device", devices())
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("shape", SHAPES)
-def test_matches_reference_naive_and_torch(device, dtype, shape):
-    grad, weight, size, padding = _inputs(shape, dtype, device, seed=sum(shape[:3]))
-    out = conv2d_input_grad(grad, weight, size, padding)
-    assert out.dtype == dtype and out.shape == (shape[0], shape[1], *size) and out.device == grad.device
-    ref = reference.conv2d_input_grad(grad.cpu(), weight.cpu(), size, padding)
-    torch.testing.assert_close(out.cpu().double(), ref, **TOL[dtype])
-    torch.testing.assert_close(naive_conv2d_input_grad(grad.cpu(), weight.cpu(), size, padding), ref,
-                               rtol=1e-12, atol=1e-12)
-    x = torch.zeros(shape[0], shape[1], *size, dtype=dtype, device=device)
-    torch_grad = torch.ops.aten.convolution_backward(grad, x, weight, None, [1, 1], list(padding), [1, 1], False,
-                                                     [0, 0], 1, [True, False, False])[0]
-    torch.testing.assert_close(out, torch_grad, **TOL[dtype])
-
-
-@pytest.mark.parametrize("device", devices())
 def test_non_contiguous_and_empty(device):
     grad, weight, size, padding = _inputs(SHAPES[0], torch.float32, device, seed=3)
     grad_cl = grad.contiguous(memory_format=torch.channels_last)
@@ -58,30 +40,6 @@ def test_non_contiguous_and_empty(device):
     assert conv2d_input_grad(grad[:0], weight, size, padding).shape == (0, 1, 28, 28)
     zero_out = conv2d_input_grad(grad[:, :0], weight[:0], size, padding)  # no output channels: zero gradient
     assert torch.equal(zero_out, torch.zeros(3, 1, 28, 28, device=device))
-
-
-@pytest.mark.parametrize("device", devices())
-def test_gradcheck_and_gradgradcheck(device):
-    grad, weight, size, padding = _inputs((2, 2, 3, (3, 3), (1, 1), (5, 6)), torch.float64, device, seed=5)
-    grad.requires_grad_(True)
-    weight.requires_grad_(True)
-    fn = lambda g, w: conv2d_input_grad(g, w, size, padding)  # noqa: E731
-    assert torch.autograd.gradcheck(fn, (grad, weight))
-    assert torch.autograd.gradgradcheck(fn, (grad, weight))
-
-
-@pytest.mark.parametrize("device", devices())
-def test_opcheck(device):
-    grad, weight, size, padding = _inputs(SHAPES[2], torch.float64, device, seed=6)
-    grad.requires_grad_(True)
-    weight.requires_grad_(True)
-    torch.library.opcheck(torch.ops.robustkit.conv2d_input_grad.default, (grad, weight, list(size), list(padding)))
-
-
-def test_torch_compile_fullgraph_matches_eager():
-    grad, weight, size, padding = _inputs(SHAPES[0], torch.float32, "cpu", seed=7)
-    compiled = torch.compile(lambda g, w: conv2d_input_grad(g, w, size, padding) * 2, fullgraph=True)
-    torch.testing.assert_close(compiled(grad, weight), conv2d_input_grad(grad, weight, size, padding) * 2)
 
 
 @pytest.mark.parametrize("make, message", [
@@ -104,3 +62,47 @@ def test_bad_input_names_the_argument(make, message):
         conv2d_input_grad(*make())
     with pytest.raises(TypeError, match="must be tensors"):
         conv2d_input_grad([1.0], torch.randn(1, 1, 1, 1), (1, 1))
+
+
+# Regression tests from the reliability review (shape overflow, empty planes) and the host path of the
+# CUDA kernel's math.
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("input_size, padding, message", [
+    ((10, 10), (2**63 - 1, 0), "padding must be [pad_h, pad_w] with 0 <= both <= 2147483647"),
+    ((10, 10), (0, 2**40), "padding must be"),
+    ((2**40, 10), (0, 0), "input_size must be [H, W] with 0 <= H, W <= 2147483647"),
+])
+def test_huge_shapes_are_an_error_not_an_overflow(dtype, input_size, padding, message):
+    """H + 2 pad_h - KH + 1 in int64 wrapped for padding 2^63 - 1, passed the check and read out of bounds."""
+    grad = torch.randn(2, 4, 6, 8, dtype=dtype)
+    weight = torch.randn(4, 1, 3, 3, dtype=dtype)
+    with pytest.raises(RuntimeError, match=re.escape(message)):
+        conv2d_input_grad(grad, weight, input_size, padding)
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_empty_output_plane_is_an_error(device, dtype):
+    """OW = 0 (a kernel wider than the padded input): the forward used to return zeros while its backward (and
+    aten's conv2d) raised. It is now an error up front, as for the convolution itself."""
+    grad = torch.randn(1, 2, 4, 0, dtype=dtype, device=device)
+    weight = torch.randn(2, 1, 3, 7, dtype=dtype, device=device)
+    with pytest.raises(RuntimeError, match=re.escape("grad_output's plane must be non-empty")):
+        conv2d_input_grad(grad, weight, (6, 6), (0, 0))
+    with pytest.raises(RuntimeError):  # PyTorch refuses the convolution with the same shapes
+        torch.nn.functional.conv2d(torch.randn(1, 1, 6, 6, dtype=dtype, device=device), weight)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_cuda_kernel_math_on_the_host_matches_the_reference(dtype, shape):
+    """_conv2d_input_grad_math runs input_grad_at (the per-pixel sum the CUDA kernel computes) on the CPU, so the
+    CPU suite checks the GPU's math too: it must equal the reference and the fast CPU kernels."""
+    grad, weight, size, padding = _inputs(shape, dtype, "cpu", seed=11)
+    got = torch.ops.robustkit._conv2d_input_grad_math(grad, weight, list(size), list(padding))
+    expected = reference.conv2d_input_grad(grad, weight, size, padding)
+    fast = conv2d_input_grad(grad, weight, size, padding)
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(got.double(), expected, **tol)
+    torch.testing.assert_close(got, fast, **tol)

@@ -1,5 +1,7 @@
-"""robustkit.ops.sign_momentum_step against the float64 spec and the naive per-sample implementation."""
+"""robustkit.ops.sign_momentum_step beyond the op-test harness (test_opinfo.py: spec, naive, layouts, empty batch,
+clip=None, opcheck): the ball and the box hold exactly, zero and NaN gradients, errors, the review's regressions."""
 import math
+import re
 
 import pytest
 import torch
@@ -7,7 +9,6 @@ import torch
 import robustkit.ops as ops
 from robustkit.ops import reference
 from tests.conftest import devices
-from tests.reference.fused_ops import naive_sign_momentum_step
 
 TOL = {torch.float32: dict(rtol=1e-6, atol=2e-6), torch.float64: dict(rtol=1e-12, atol=1e-12)}
 
@@ -31,37 +32,6 @@ def make_case(shape, device, dtype, layout, seed, per_sample=False):
     else:
         step, eps = 0.01, 0.03
     return tensors, step, eps
-
-
-@pytest.mark.parametrize("device", devices())
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("norm", ["linf", "l2"])
-@pytest.mark.parametrize("grad_norm, decay, with_momentum", [("l1", 1.0, True), ("none", 0.0, True),
-                                                             ("l1", 0.0, False), ("none", 0.5, True)])
-@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "non_contiguous"])
-@pytest.mark.parametrize("shape", [(1, 3, 5, 4), (5, 3, 8, 7)])
-def test_matches_references(device, dtype, norm, grad_norm, decay, with_momentum, layout, shape):
-    per_sample = shape[0] == 5 and layout == "contiguous"
-    (x_adv, x, grad, momentum), step, eps = make_case(shape, device, dtype, layout, seed=shape[0], per_sample=per_sample)
-    if not with_momentum:
-        momentum = None
-    kwargs = dict(step_size=step, eps=eps, decay=decay, grad_norm=grad_norm, norm=norm)
-    spec_x, spec_m = reference.sign_momentum_step(x_adv.cpu(), x.cpu(), grad.cpu(),
-                                                  None if momentum is None else momentum.cpu(),
-                                                  **{k: v.cpu() if torch.is_tensor(v) else v for k, v in kwargs.items()})
-    naive_x, naive_m = naive_sign_momentum_step(x_adv.cpu(), x.cpu(), grad.cpu(),
-                                                None if momentum is None else momentum.cpu(),
-                                                step.cpu() if torch.is_tensor(step) else step,
-                                                eps.cpu() if torch.is_tensor(eps) else eps, decay, grad_norm, norm, (0.0, 1.0))
-    torch.testing.assert_close(spec_x, naive_x, rtol=1e-12, atol=1e-12)
-
-    strides = x_adv.stride()
-    out_x, out_m = ops.sign_momentum_step(x_adv, x, grad, momentum, **kwargs)
-    assert out_x is x_adv and out_m is momentum and x_adv.stride() == strides  # in place, layout kept
-    torch.testing.assert_close(x_adv.cpu().double(), spec_x, **TOL[dtype])
-    if momentum is not None:
-        torch.testing.assert_close(momentum.cpu().double(), spec_m, **TOL[dtype])
-        torch.testing.assert_close(spec_m, naive_m, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("device", devices())
@@ -109,32 +79,12 @@ def test_nan_gradient_documented_behaviour(norm):
     torch.testing.assert_close(x_adv[1:].double(), expected_other, **TOL[torch.float32])
 
 
-def test_empty_batch_and_no_clip():
-    empty = torch.zeros(0, 3, 4, 4)
-    ops.sign_momentum_step(empty, empty.clone(), empty.clone(), empty.clone(), step_size=0.1, eps=0.1)
-    x = torch.full((2, 5), 0.99)
-    x_adv = x.clone()
-    ops.sign_momentum_step(x_adv, x, torch.ones_like(x), None, step_size=0.1, eps=0.1, clip=None)
-    torch.testing.assert_close(x_adv, x + 0.1)
-    assert math.isclose(float(x_adv.max()), 1.09, rel_tol=1e-6)
-
-
-def test_opcheck():
-    (x_adv, x, grad, momentum), step, eps = make_case((4, 3, 5, 5), "cpu", torch.float32, "contiguous", seed=9,
-                                                      per_sample=True)
-    for norm in ("linf", "l2"):
-        torch.library.opcheck(torch.ops.robustkit.sign_momentum_step_.default,
-                              (x_adv.clone(), x, grad, momentum.clone(), step, eps, 0.0, 0.0, 1.0, "l1", norm, 0.0, 1.0))
-        torch.library.opcheck(torch.ops.robustkit.sign_momentum_step_.default,
-                              (x_adv.clone(), x, grad, None, None, None, 0.01, 0.03, 0.0, "none", norm, 0.0, 1.0))
-
-
 @pytest.mark.parametrize("change, match", [
     (dict(eps=-0.1), "eps must be >= 0, got -0.1"),
     (dict(eps=torch.tensor([0.1, -0.1])), r"eps\[1\] must be >= 0"),
     (dict(step_size=torch.tensor([0.1, 0.1, 0.1])), r"step_size must be a float or a \[B\] tensor with B = 2"),
     (dict(x_orig=torch.rand(2, 4)), "x_orig and x_adv must have the same shape"),
-    (dict(grad=torch.rand(2, 3, dtype=torch.float64)), "grad must be Float, got Double"),
+    (dict(grad=torch.rand(2, 3, dtype=torch.float64)), "grad must be float32, got float64"),
     (dict(x_adv=torch.rand(2, 3).half()), "x_adv must be float32 or float64"),
     (dict(norm="l3"), 'norm must be "linf" or "l2", got "l3"'),
     (dict(grad_norm="l2"), 'grad_norm must be "l1" or "none"'),
@@ -146,3 +96,71 @@ def test_bad_input_names_the_argument(change, match):
     args.update(change)
     with pytest.raises((RuntimeError, ValueError), match=match):
         ops.sign_momentum_step(args.pop("x_adv"), args.pop("x_orig"), args.pop("grad"), args.pop("momentum"), **args)
+
+
+# Regression tests from the reliability review: float32 L2 norms of huge gradients, NaN per-sample step
+# sizes, and in-place buffers that share memory with another argument.
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("grad_norm, with_momentum", [("none", False), ("l1", False), ("none", True)])
+def test_float32_l2_step_of_a_huge_gradient_moves_by_step_size(device, grad_norm, with_momentum):
+    """|grad| ~ 1e20: the float32 sum of squares overflowed, inverse_norm(inf) = 0 and the step was silently 0.
+    The squares are summed in float64 now, so the step is step_size, as in the reference."""
+    gen = torch.Generator().manual_seed(12)
+    x0 = torch.rand(2, 50, generator=gen).to(device)
+    x_adv = x0.clone()
+    grad = (torch.randn(2, 50, generator=gen) * 1e20).to(device)
+    momentum = torch.zeros_like(x0) if with_momentum else None
+    expected, _ = reference.sign_momentum_step(x_adv, x0, grad, momentum, step_size=0.1, eps=1.0, norm="l2",
+                                               grad_norm=grad_norm, decay=1.0, clip=None)
+    ops.sign_momentum_step(x_adv, x0, grad, momentum, step_size=0.1, eps=1.0, norm="l2", grad_norm=grad_norm,
+                           clip=None)
+    moved = (x_adv - x0).double().norm(dim=1)
+    torch.testing.assert_close(moved.cpu(), torch.full((2,), 0.1, dtype=torch.float64), rtol=1e-5, atol=0)
+    torch.testing.assert_close(x_adv.cpu().double(), expected, **TOL[torch.float32])
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_per_sample_step_size_is_an_error(device, bad):
+    x0 = torch.rand(2, 3, device=device)
+    with pytest.raises(RuntimeError, match=re.escape("step_size[1] must be finite")):
+        ops.sign_momentum_step(x0.clone(), x0, torch.randn(2, 3, device=device), None,
+                               step_size=torch.tensor([0.1, bad], device=device), eps=0.1)
+
+
+@pytest.mark.parametrize("device", devices())
+def test_per_sample_eps_is_checked_on_every_device(device):
+    x0 = torch.rand(2, 3, device=device)
+    with pytest.raises(RuntimeError, match=re.escape("eps[1] must be >= 0, got nan")):
+        ops.sign_momentum_step(x0.clone(), x0, torch.randn(2, 3, device=device), None, step_size=0.1,
+                               eps=torch.tensor([0.1, float("nan")], device=device))
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("case, message", [
+    ("x_adv_is_x_orig", "x_adv and x_orig must not share memory"),
+    ("momentum_is_x_adv", "x_adv and momentum must not share memory"),
+    ("momentum_is_grad", "momentum and grad must not share memory"),
+    ("x_adv_overlaps_x_orig", "x_adv and x_orig must not share memory"),
+    ("expanded_x_adv", "x_adv is updated in place and must not have overlapping memory"),
+])
+def test_in_place_buffers_must_not_share_memory(device, case, message):
+    """x_adv passed as x_orig made the ball follow x_adv (5 steps moved 0.1 > eps 0.03); a shared momentum was
+    garbage. Both are errors now."""
+    x0 = torch.rand(2, 3, device=device)
+    grad = torch.randn(2, 3, device=device)
+    x_adv, x_orig, momentum = x0.clone(), x0, None
+    if case == "x_adv_is_x_orig":
+        x_adv = x_orig
+    elif case == "momentum_is_x_adv":
+        momentum = x_adv
+    elif case == "momentum_is_grad":
+        momentum = grad
+    elif case == "x_adv_overlaps_x_orig":
+        buffer = torch.rand(3, 3, device=device)
+        x_adv, x_orig = buffer[:2], buffer[1:]
+    else:
+        x_adv, x_orig = torch.rand(1, 3, device=device).expand(2, 3), x0
+    with pytest.raises(RuntimeError, match=re.escape(message)):
+        ops.sign_momentum_step(x_adv, x_orig, grad, momentum, step_size=0.01, eps=0.03, grad_norm="none")

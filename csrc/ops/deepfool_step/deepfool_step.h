@@ -13,17 +13,11 @@ namespace deepfool_step {
 
 constexpr const char* kOp = "deepfool_step";
 
-inline Norm parse_norm(const std::string& s) {
-  if (s == "l2") return Norm::kL2;
-  if (s == "linf") return Norm::kLinf;
-  TORCH_CHECK(false, kOp, ": norm must be \"l2\" or \"linf\", got \"", s, "\"");
-}
-
 inline void check_forward_args(const at::Tensor& f, const at::Tensor& w) {
   RK_CHECK_DIM(f, 2, kOp, "f", "[B, K]");
   RK_CHECK_DIM(w, 3, kOp, "w", "[B, K, D]");
   RK_CHECK(f.scalar_type() == at::kFloat || f.scalar_type() == at::kDouble, kOp,
-           "f must be float32 or float64, got ", f.scalar_type());
+           "f must be float32 or float64, got ", dtype_name(f.scalar_type()));
   RK_CHECK_DTYPE(w, f.scalar_type(), kOp, "w");
   RK_CHECK(w.size(0) == f.size(0) && w.size(1) == f.size(1), kOp, "w must be [B, K, D] with [B, K] = f's shape ",
            f.sizes(), ", got shape ", w.sizes());
@@ -44,6 +38,7 @@ inline void check_backward_args(const at::Tensor& grad_step, const at::Tensor& f
   RK_CHECK_DTYPE(index, at::kLong, op, "index");
   RK_CHECK_SAME_DEVICE(grad_step, f, op, "grad_step", "f");
   RK_CHECK_SAME_DEVICE(index, f, op, "index", "f");
+  check_index_range(index, f.size(1), op, "index");  // the kernels read w[b, index[b]]
 }
 
 }  // namespace deepfool_step

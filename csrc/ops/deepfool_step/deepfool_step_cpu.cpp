@@ -10,8 +10,16 @@
 #include <tuple>
 
 #include "common/cpu_vectorize.h"
+#include "common/parallel.h"
 #include "ops/deepfool_step/deepfool_step.h"
 #include "ops/deepfool_step/deepfool_step_math.h"
+
+// The op's schema, beside its kernels (in the CPU file, which every build compiles).
+TORCH_LIBRARY_FRAGMENT(robustkit, m) {
+  // DeepFool linearisation step: (step [B, D], chosen candidate [B]); see robustkit/ops/deepfool_step.py.
+  m.def("deepfool_step(Tensor f, Tensor w, str norm) -> (Tensor, Tensor)");
+  m.def("_deepfool_step_backward(Tensor grad_step, Tensor f, Tensor w, Tensor index, str norm) -> (Tensor, Tensor)");
+}
 
 namespace robustkit {
 namespace deepfool_step {
@@ -30,7 +38,8 @@ RK_CPU_HOT T norm_sum(const T* w, int64_t n, Norm norm) {
   return s;
 }
 
-// Index of the nearest linearised boundary; the first on ties, 0 when every distance is NaN.
+// Index of the nearest linearised boundary (the rule is nearer(), deepfool_step_math.h); 0 when every
+// distance is NaN.
 template <typename T>
 int64_t nearest_candidate(const T* f, const T* w, int64_t K, int64_t D, Norm norm, T* chosen_norm_sum) {
   int64_t best = 0;
@@ -38,7 +47,7 @@ int64_t nearest_candidate(const T* f, const T* w, int64_t K, int64_t D, Norm nor
   for (int64_t k = 0; k < K; ++k) {
     const T sum = norm_sum(w + k * D, D, norm);
     const T dist = boundary_distance(f[k], sum, norm);
-    if (k == 0 || dist < best_dist || (best_dist != best_dist && dist == dist)) {
+    if (k == 0 || nearer(dist, best_dist)) {
       best = k;
       best_dist = dist;
       best_sum = sum;
@@ -46,12 +55,6 @@ int64_t nearest_candidate(const T* f, const T* w, int64_t K, int64_t D, Norm nor
   }
   *chosen_norm_sum = best_sum;
   return best;
-}
-
-// Enough samples per task that a task reads ~64k elements: small calls then run inline, with no thread
-// hand-off (which on a busy machine costs far more than the work).
-int64_t samples_per_task(int64_t elements_per_sample) {
-  return std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(1, elements_per_sample));
 }
 
 // One sample: writes the step r [D] and returns the chosen candidate.
@@ -88,18 +91,18 @@ RK_CPU_HOT void backward_sample(const T* g, const T* f, const T* w, int64_t l, T
 std::tuple<at::Tensor, at::Tensor> deepfool_step_cpu(const at::Tensor& f_in, const at::Tensor& w_in,
                                                       c10::string_view norm_s) {
   check_forward_args(f_in, w_in);
-  const Norm norm = parse_norm(std::string(norm_s));
+  const Norm norm = parse_norm(kOp, norm_s);
   const at::Tensor f = f_in.contiguous(), w = w_in.contiguous();
   const int64_t B = w.size(0), K = w.size(1), D = w.size(2);
   at::Tensor step = at::empty({B, D}, w.options());
   at::Tensor index = at::zeros({B}, w.options().dtype(at::kLong));
-  if (B == 0 || D == 0) return {step.zero_(), index};
+  if (B == 0) return {step, index};
   AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "deepfool_step", [&] {
     const scalar_t* fp = f.data_ptr<scalar_t>();
     const scalar_t* wp = w.data_ptr<scalar_t>();
     scalar_t* rp = step.data_ptr<scalar_t>();
     int64_t* ip = index.data_ptr<int64_t>();
-    at::parallel_for(0, B, samples_per_task(K * D), [&](int64_t b0, int64_t b1) {
+    at::parallel_for(0, B, items_per_task(K * std::max<int64_t>(D, 1)), [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) ip[b] = step_sample(fp + b * K, wp + b * K * D, rp + b * D, K, D, norm);
     });
   });
@@ -110,25 +113,21 @@ std::tuple<at::Tensor, at::Tensor> deepfool_step_backward_cpu(const at::Tensor& 
                                                                const at::Tensor& w_in, const at::Tensor& index_in,
                                                                c10::string_view norm_s) {
   check_backward_args(grad_in, f_in, w_in, index_in);
-  const Norm norm = parse_norm(std::string(norm_s));
+  const Norm norm = parse_norm(kOp, norm_s);
   const at::Tensor g = grad_in.contiguous(), f = f_in.contiguous(), w = w_in.contiguous();
   const at::Tensor index = index_in.contiguous();
   const int64_t B = w.size(0), K = w.size(1), D = w.size(2);
   at::Tensor grad_f = at::zeros({B, K}, f.options());
   at::Tensor grad_w = at::zeros({B, K, D}, w.options());
   if (B == 0 || D == 0) return {grad_f, grad_w};
-  const int64_t* ip = index.data_ptr<int64_t>();
-  for (int64_t b = 0; b < B; ++b) {
-    RK_CHECK(ip[b] >= 0 && ip[b] < K, "_deepfool_step_backward", "index[", b, "] must be in [0, ", K, "), got ",
-             ip[b]);
-  }
+  const int64_t* ip = index.data_ptr<int64_t>();  // in [0, K): check_backward_args
   AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "_deepfool_step_backward", [&] {
     const scalar_t* gp = g.data_ptr<scalar_t>();
     const scalar_t* fp = f.data_ptr<scalar_t>();
     const scalar_t* wp = w.data_ptr<scalar_t>();
     scalar_t* gfp = grad_f.data_ptr<scalar_t>();
     scalar_t* gwp = grad_w.data_ptr<scalar_t>();
-    at::parallel_for(0, B, samples_per_task(K * D), [&](int64_t b0, int64_t b1) {
+    at::parallel_for(0, B, items_per_task(K * std::max<int64_t>(D, 1)), [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) {
         backward_sample(gp + b * D, fp + b * K, wp + b * K * D, ip[b], gfp + b * K, gwp + b * K * D, D, norm);
       }

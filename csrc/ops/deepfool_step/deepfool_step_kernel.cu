@@ -1,7 +1,11 @@
 // CUDA kernels of robustkit::deepfool_step: one block per sample. Forward: each warp reduces the norms of
 // some candidates into shared memory, one thread picks the nearest boundary, the block writes the step.
 // Backward: one block reduction of (norm sum, <g, direction>) over the chosen row, then the gradient row.
+#include <type_traits>
+
+#include "common/cuda_utils.cuh"
 #include "ops/deepfool_step/deepfool_step_kernel.h"
+#include "ops/deepfool_step/deepfool_step_math.h"
 
 namespace robustkit {
 namespace deepfool_step {
@@ -9,33 +13,6 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
-
-template <typename T>
-__device__ T warp_sum(T v) {
-  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_down_sync(0xffffffffu, v, offset);
-  return v;
-}
-
-// Sum over the block of two values at once; every thread gets the totals.
-template <typename T>
-__device__ void block_sum2(T& a, T& b) {
-  __shared__ T partial[2][kWarps];
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  a = warp_sum(a);
-  b = warp_sum(b);
-  if (lane == 0) {
-    partial[0][warp] = a;
-    partial[1][warp] = b;
-  }
-  __syncthreads();
-  a = T(0);
-  b = T(0);
-  for (int i = 0; i < kWarps; ++i) {
-    a += partial[0][i];
-    b += partial[1][i];
-  }
-  __syncthreads();
-}
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads) forward_kernel(const T* __restrict__ f, const T* __restrict__ w,
@@ -52,17 +29,17 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const T* __restrict__
     const T* wk = wb + k * D;
     T s = T(0);
     for (int64_t i = lane; i < D; i += 32) s += norm_term(wk[i], norm);
-    s = warp_sum(s);
+    s = cuda::warp_reduce(s, cuda::SumOp());
     if (lane == 0) sums[k] = s;
   }
   __syncthreads();
   if (threadIdx.x == 0) {
-    // Same rule as the CPU kernel: first minimum, and a NaN distance loses to any number.
+    // The CPU kernel's rule, nearer() (deepfool_step_math.h).
     int64_t best = 0;
     T best_dist = boundary_distance(fb[0], sums[0], norm);
     for (int64_t k = 1; k < K; ++k) {
       const T dist = boundary_distance(fb[k], sums[k], norm);
-      if (dist < best_dist || (best_dist != best_dist && dist == dist)) {
+      if (nearer(dist, best_dist)) {
         best = k;
         best_dist = dist;
       }
@@ -84,11 +61,10 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(const T* __restrict_
                                                              const int64_t* __restrict__ index,
                                                              T* __restrict__ grad_f, T* __restrict__ grad_w,
                                                              int64_t K, int64_t D, Norm norm) {
+  __shared__ T scratch[32];
   const int64_t b = blockIdx.x;
   const int64_t l = index[b];
-  // An index out of range (only possible when the caller edits it) leaves this sample's gradients zero;
-  // checking on the host would cost a synchronisation.
-  if (l < 0 || l >= K) return;
+  if (l < 0 || l >= K) return;  // the glue checked the range on the host; this only keeps memory safe
   const T* wl = w + (b * K + l) * D;
   const T* gb = grad_step + b * D;
   T sum = T(0), g_dot = T(0);
@@ -96,7 +72,8 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(const T* __restrict_
     sum += norm_term(wl[i], norm);
     g_dot += gb[i] * step_direction(wl[i], norm);
   }
-  block_sum2(sum, g_dot);
+  sum = cuda::block_reduce(sum, cuda::SumOp(), T(0), scratch);
+  g_dot = cuda::block_reduce(g_dot, cuda::SumOp(), T(0), scratch);
   const T f_l = f[b * K + l];
   const T scale = step_scale(f_l, sum, norm);
   if (threadIdx.x == 0) grad_f[b * K + l] = grad_f_value(f_l, sum, g_dot, norm);
@@ -109,31 +86,28 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(const T* __restrict_
 
 }  // namespace
 
-template <typename T>
-void launch_deepfool_step(const T* f, const T* w, T* step, int64_t* index, int64_t B, int64_t K, int64_t D,
-                          Norm norm, cudaStream_t stream) {
-  if (B == 0) return;
-  const size_t shared_bytes = static_cast<size_t>(K) * sizeof(T);
-  forward_kernel<T><<<static_cast<unsigned>(B), kThreads, shared_bytes, stream>>>(f, w, step, index, K, D, norm);
+cudaError_t launch_deepfool_step(const DeepFoolLaunch& a, cudaStream_t stream) {
+  if (a.batch == 0) return cudaSuccess;
+  return cuda::dispatch_float_double(a.dtype, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    const size_t shared_bytes = static_cast<size_t>(a.candidates) * sizeof(T);
+    forward_kernel<T><<<static_cast<unsigned>(a.batch), kThreads, shared_bytes, stream>>>(
+        static_cast<const T*>(a.f), static_cast<const T*>(a.w), static_cast<T*>(a.step), a.index, a.candidates,
+        a.dim, a.norm);
+    return cudaGetLastError();
+  });
 }
 
-template <typename T>
-void launch_deepfool_step_backward(const T* grad_step, const T* f, const T* w, const int64_t* index, T* grad_f,
-                                   T* grad_w, int64_t B, int64_t K, int64_t D, Norm norm, cudaStream_t stream) {
-  if (B == 0) return;
-  backward_kernel<T><<<static_cast<unsigned>(B), kThreads, 0, stream>>>(grad_step, f, w, index, grad_f, grad_w,
-                                                                        K, D, norm);
+cudaError_t launch_deepfool_step_backward(const DeepFoolBackwardLaunch& a, cudaStream_t stream) {
+  if (a.batch == 0 || a.dim == 0) return cudaSuccess;
+  return cuda::dispatch_float_double(a.dtype, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    backward_kernel<T><<<static_cast<unsigned>(a.batch), kThreads, 0, stream>>>(
+        static_cast<const T*>(a.grad_step), static_cast<const T*>(a.f), static_cast<const T*>(a.w), a.index,
+        static_cast<T*>(a.grad_f), static_cast<T*>(a.grad_w), a.candidates, a.dim, a.norm);
+    return cudaGetLastError();
+  });
 }
-
-template void launch_deepfool_step<float>(const float*, const float*, float*, int64_t*, int64_t, int64_t, int64_t,
-                                          Norm, cudaStream_t);
-template void launch_deepfool_step<double>(const double*, const double*, double*, int64_t*, int64_t, int64_t,
-                                           int64_t, Norm, cudaStream_t);
-template void launch_deepfool_step_backward<float>(const float*, const float*, const float*, const int64_t*,
-                                                   float*, float*, int64_t, int64_t, int64_t, Norm, cudaStream_t);
-template void launch_deepfool_step_backward<double>(const double*, const double*, const double*, const int64_t*,
-                                                    double*, double*, int64_t, int64_t, int64_t, Norm,
-                                                    cudaStream_t);
 
 }  // namespace deepfool_step
 }  // namespace robustkit

@@ -11,28 +11,26 @@
 //   l2:   s = a / n2,  d f_l = sgn(f_l) <g, w_l> / n2,  d w_l = s g - 2 s <g, w_l> / n2 * w_l
 //   linf: s = a / n1,  d f_l = sgn(f_l) <g, sign w_l> / n1,  d w_l = -s <g, sign w_l> / n1 * sign(w_l)
 // (the w_l terms that differentiate the norm vanish when the norm is floored).
+// With D = 0 (empty gradient rows) every norm is the floor, so l = argmin_k |f_k| and the step is empty.
+// Norm, kMinNorm, sign_or_zero and abs_of are in common/norm.h.
 #pragma once
 
 #include <cmath>
 
 #include "common/host_device.h"
+#include "common/norm.h"
 
 namespace robustkit {
 namespace deepfool_step {
 
-enum class Norm : int { kL2 = 0, kLinf = 1 };
-
-constexpr double kMinNorm = 1e-12;
 constexpr double kOvershootPush = 1e-4;
 
+// The argmin's decision rule, the same on both devices: candidates are visited in order k = 0, 1, ..., the
+// first is taken, and a later one replaces the best only when it is strictly nearer (ties keep the lowest k)
+// or when the best distance so far is NaN and this one is a number (a NaN distance loses to any number).
 template <typename T>
-HOST_DEVICE T sign_or_zero(T v) {
-  return static_cast<T>((v > T(0)) - (v < T(0)));
-}
-
-template <typename T>
-HOST_DEVICE T abs_of(T v) {
-  return v < T(0) ? -v : v;
+HOST_DEVICE bool nearer(T dist, T best_dist) {
+  return dist < best_dist || (best_dist != best_dist && dist == dist);
 }
 
 // The per-element term of the norm the argmin and the step use: w^2 for L2 (sum = ||w||_2^2), |w| for L-inf.
