@@ -11,6 +11,7 @@ Parts (``--part``; each trains its models once into ``--cache`` and resumes from
 - ``cw``: C&W L-inf and L0 on the students the distill part cached (they cost 10-100x C&W L2).
 - ``defendr``: the Defendr seed's Table 1 rows (baseline, CLP, ALP, adversarial training) on clean, 50 % and
   100 % adversarial test sets, under its FGSM (eps 0.12) and under PGD-50 with 10 restarts.
+- ``apgd``: APGD-CE and APGD-DLR on the models the defendr part cached.
 - ``parseval``: Deep Defense's Table 1 "Reference" and "Par. Train" rows for its MLP (784-500-150-10) and the
   LeNet: accuracy, rho_2 under DeepFool, FGS accuracy at 0.2 / 0.5 / 1.0 eps_ref.
 
@@ -267,6 +268,33 @@ def part_defendr(args, train_data, test):
     return results
 
 
+def part_apgd(args, train_data, test):
+    """APGD-CE and APGD-DLR (Croce & Hein 2020) on the Defendr-part models the defendr part cached."""
+    from robustkit.attacks import APGD
+
+    x_test, y_test = test
+    xa, ya = x_test[:args.n_attack], y_test[:args.n_attack]
+    results = {"eps": args.defendr_eps, "rows": []}
+    for name in ("baseline", "clp", "alp", "adv_train"):
+        file = "lenet_ce" if name == "baseline" else f"defendr_{name}"
+        if not (args.cache / f"{file}.pt").exists():
+            raise SystemExit(f"--part apgd: run --part defendr first (no cached {file})")
+        model, _ = train(file, LeNet, None, train_data, epochs=args.epochs, cache=args.cache)
+        start = time.process_time()
+        row = {"model": name, "n": len(xa)}
+        both = torch.ones(len(xa), dtype=torch.bool)
+        for loss in ("ce", "dlr"):
+            ok = ~APGD(model, eps=args.defendr_eps, steps=100, restarts=args.apgd_restarts, loss=loss).run(xa, ya).success
+            row[f"apgd_{loss}"] = float(ok.float().mean())
+            both &= ok
+        row["apgd_ce_and_dlr"] = float(both.float().mean())
+        row["eval_cpu_s"] = round(time.process_time() - start)
+        results["rows"].append(row)
+        print(json.dumps(row), flush=True)
+        write(args, "apgd", results)
+    return results
+
+
 def part_parseval(args, train_data, test):
     x_test, y_test = test
     results = {"pretrain_epochs": args.epochs, "finetune_epochs": args.finetune_epochs, "beta": args.beta,
@@ -314,7 +342,7 @@ def write(args, part, results):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--part", choices=("distill", "cw", "defendr", "parseval"), required=True)
+    p.add_argument("--part", choices=("distill", "cw", "defendr", "apgd", "parseval"), required=True)
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--finetune-epochs", type=int, default=1)
     p.add_argument("--n-attack", type=int, default=1000, help="test images the gradient attacks run on")
@@ -330,6 +358,7 @@ def main(argv=None):
     p.add_argument("--defendr-eps", type=float, default=0.12)
     p.add_argument("--train-steps", type=int, default=5)
     p.add_argument("--restarts", type=int, default=10)
+    p.add_argument("--apgd-restarts", type=int, default=5)
     p.add_argument("--alp", type=float, default=0.5)
     p.add_argument("--clp", type=float, default=0.5)
     p.add_argument("--squeeze", type=float, default=0.05)
@@ -344,7 +373,8 @@ def main(argv=None):
     train_data, test = train_set.tensors, test_set.tensors
     if args.train_subset:
         train_data = (train_data[0][:args.train_subset], train_data[1][:args.train_subset])
-    parts = {"distill": part_distill, "cw": part_cw, "defendr": part_defendr, "parseval": part_parseval}
+    parts = {"distill": part_distill, "cw": part_cw, "defendr": part_defendr, "apgd": part_apgd,
+             "parseval": part_parseval}
     parts[args.part](args, train_data, test)
 
 
