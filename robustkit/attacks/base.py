@@ -261,7 +261,7 @@ class Attack:
         attack's randomness in this call, in place of the attack's own (see :class:`AttackOptions` ``seed``).
         """
         parts = []
-        for (x_c, y_c, t_c), out, contexts in self._generate(x, y, target, generator, keep_contexts=True):
+        for (x_c, y_c, t_c), out, contexts in self._generate(x, y, target, generator):
             with contexts():
                 parts.append(self._result(x_c, y_c, t_c, out))
         return AttackResult.cat(parts)
@@ -343,8 +343,8 @@ class Attack:
         return outs
 
     # ---- the shared driver ------------------------------------------------------------------------------
-    def _generate(self, x: Tensor, y: Tensor, target: TargetSpec, generator: Optional[torch.Generator],
-                  keep_contexts: bool = False) -> Iterator[Tuple[Tuple[Tensor, Tensor, Optional[Tensor]], AttackOutput, object]]:
+    def _generate(self, x: Tensor, y: Tensor, target: TargetSpec, generator: Optional[torch.Generator]
+                  ) -> Iterator[Tuple[Tuple[Tensor, Tensor, Optional[Tensor]], AttackOutput, object]]:
         """Validates, resolves the target and runs ``_attack`` chunk by chunk; yields ``((x, y, target) of the
         chunk, its AttackOutput, the contexts to re-enter for work on the chunk's result)``."""
         y = self._check_inputs(x, y)

@@ -11,7 +11,6 @@ import pytest
 import torch
 from torch import nn
 
-import robustkit as rk
 from robustkit.attacks import (CW, DMIFGSM, FGSM, GAP, IFGSM, MIFGSM, PGD, Attack, AttackOptions, AttackResult,
                                DeepFool, FixedBudgetAttack, MinimalNormAttack)
 from robustkit.nn import Ensemble
