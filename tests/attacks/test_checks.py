@@ -119,3 +119,20 @@ def test_probes_fire_on_a_masking_model_and_not_on_clean_reference_models(mnist_
         assert _codes(check_model(model, x, y, eps=eps, emit=False)) == set(), eps
     assert _codes(check_model(small_lenet(), x, y, eps=0.1, emit=False)) == set()
     assert set(CODES) >= {"rises_with_eps", "rises_with_steps", "black_box_stronger"}
+
+
+def test_evaluate_records_the_findings_in_results_json(tmp_path):
+    from robustkit.attacks import FGSM
+    from robustkit.eval import evaluate
+
+    model = Softmaxed(tiny_cnn(seed=0)).train()
+    x, y = tiny_batch(batch=8, seed=1)
+    with pytest.warns(UserWarning, match="probabilities"):
+        res = evaluate(model, (x, y), {"fgsm": FGSM(model, eps=0.05)}, out=tmp_path / "run", checks="static",
+                       report=False, progress=False)
+    assert {w["code"] for w in res["warnings"]} == {"train_mode", "probabilities"}
+    clean = evaluate(tiny_cnn(seed=0), (x, y), {"fgsm": FGSM(tiny_cnn(seed=0), eps=0.05)}, out=tmp_path / "clean",
+                     checks="static", report=False, progress=False)
+    assert clean["warnings"] == []
+    with pytest.raises(ValueError, match="checks must be one of"):
+        evaluate(model, (x, y), {"fgsm": FGSM(model, eps=0.05)}, out=tmp_path / "bad", checks="all")
