@@ -80,17 +80,6 @@ def sync(device: Union[str, torch.device, None]) -> None:
         torch.cuda.synchronize(device)
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _git_commit() -> Optional[str]:
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=BENCH, capture_output=True,
@@ -109,6 +98,11 @@ def environment(device: Union[str, torch.device, None] = "cpu") -> Dict[str, obj
         version, build = robustkit.__version__, robustkit.build_info() if hasattr(robustkit, "build_info") else None
     except Exception as error:  # an unbuilt tree: say so instead of failing to write the result
         version, build = None, f"import failed: {error}"
+    try:
+        from robustkit.eval.describe import cpu_name
+        cpu = cpu_name() or platform.processor() or platform.machine()
+    except ImportError:
+        cpu = platform.processor() or platform.machine()
     cuda = torch.cuda.is_available()
     return {
         "command": shlex.join([os.path.basename(sys.executable)] + sys.argv),
@@ -122,7 +116,7 @@ def environment(device: Union[str, torch.device, None] = "cpu") -> Dict[str, obj
         "threads": torch.get_num_threads(),
         "interop_threads": torch.get_num_interop_threads(),
         "thread_env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ},
-        "cpu": _cpu_model(),
+        "cpu": cpu,
         "cpu_cores": cpu_cores(),
         "platform": platform.platform(),
         "cuda_device": torch.cuda.get_device_name() if cuda else None,
