@@ -49,8 +49,8 @@ def cw_l2_step(
         success: bool ``[B]``, whether ``x`` is adversarial (with the attack's confidence margin).
         step: Adam's step count, from 1 (reset it with the moments).
         lr, betas, adam_eps: Adam's hyperparameters (``adam_eps`` is Adam's epsilon, not a perturbation
-            budget). For float32 state the bias corrections use the betas rounded to float32, as the moment
-            updates do.
+            budget). Every coefficient (1 - beta and the bias corrections included) is the exact value
+            rounded once to the state's dtype.
         The updated buffers must be distinct memory, none shared with another argument (an error).
         clip: the box ``(lo, hi)``, finite, ``lo < hi``.
 

@@ -100,9 +100,9 @@ def cw_l2_step(w: Tensor, x_orig: Tensor, loss_grad: Tensor, success: Tensor, ex
     beta1, beta2 = betas
     w64 = w.double().detach().requires_grad_(True)
     x = lo + (hi - lo) * (torch.tanh(w64) + 1) / 2
-    # Per sample over the feature dims; reshape rather than sum(dim=()) so that [B] inputs (no feature dims)
-    # give [B] too (an empty dim tuple would reduce over every dim).
-    l2sq = ((x - x_orig.double()) ** 2).reshape(x.shape[0], -1).sum(dim=1)
+    # Per sample over the feature dims. [B] inputs have none: sum(dim=()) would reduce over every dim.
+    sq = (x - x_orig.double()) ** 2
+    l2sq = sq.sum(dim=tuple(range(1, x.dim()))) if x.dim() > 1 else sq
     # d/dw of ||x - x0||^2 + <loss_grad, x> is the C&W gradient with loss_grad = d(c f)/dx held fixed.
     objective = l2sq.sum() + (loss_grad.double() * x).sum()
     (g,) = torch.autograd.grad(objective, w64)

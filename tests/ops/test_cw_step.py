@@ -110,7 +110,7 @@ def test_compiles_fullgraph_and_matches_eager():
 def test_batch_of_scalars_matches_reference(dtype):
     """[B] inputs (no feature dims): the reference used to reduce over every dim (l2sq 0-D) and got best_adv
     wrong; both now give per-sample [B] results, and they agree."""
-    s = _state((5,), dtype, "cpu", seed=3)
+    s = {k: v.reshape(5).contiguous() for k, v in _state((5, 1), dtype, "cpu", seed=3).items()}
     s["success"][:] = True
     s["best_l2sq"][:] = float("inf")
     ref = _run_ref(s, step=1)
@@ -133,10 +133,10 @@ def test_adams_epsilon_is_named_adam_eps():
         _run_op(s, step=3, adam_eps=0.0)
 
 
-def test_float32_bias_corrections_use_the_float32_betas():
-    """Step 1 from zero moments is lr * g / (|g| + adam_eps) exactly when the moments and the bias corrections
-    use the same beta. Taking 1 - float32(beta2) for the moment but the float64 beta2 for the correction was
-    off by 8e-5 relative at beta2 = 0.9999."""
+def test_float32_adam_coefficients_are_consistent():
+    """Step 1 from zero moments is lr * g / (|g| + adam_eps) when the moment updates and the bias corrections use
+    the same betas. Taking 1 - float32(beta2) for the moment but the float64 beta2 for the correction was off
+    by 8e-5 relative at beta2 = 0.9999."""
     lr, shape = 1.0, (3, 40)
     s = _state(shape, torch.float32, "cpu", seed=5)
     s["exp_avg"].zero_()

@@ -23,7 +23,7 @@ Tolerance table (``|got - want| <= atol + rtol |want|``, per element), and why:
 - cw_l2_step: w atol ``lr 1e-4 + 1e-6 max|w|`` (float32; Adam's update is at most ~lr per element), x and
   best_adv ``(hi - lo) (w_tol + 4e-6)``, l2sq and best_l2sq rtol 1e-5 of ``D (hi - lo)^2``; float64 1e-10.
   Elements whose spec gradient is within ``64 eps`` of its terms (the sign of Adam's step is then noise)
-  are excluded for w and x. The best-so-far selection must be equal.
+  are excluded for w and x, and elements whose x(w) rounds to the box edge (dx/dw = 0 in the op's dtype) for w. The best-so-far selection must be equal.
 - conv2d_input_grad: atol ``16 eps32 sqrt(C_out KH KW) (|g| * |w|)`` (float32), ``1e-12 sqrt(..) (|g| * |w|)``
   (float64), where ``|g| * |w|`` is the transposed convolution of the absolute values: the bound of a sum of
   that many products.
@@ -363,7 +363,11 @@ def test_fuzz_cw_l2_step(b, feat, dtype, layout, step, lr, betas, clip, w_scale,
         terms = (2 * (x64 - x0).abs() + loss_grad.double().abs())
         g = (2 * (x64 - x0) + loss_grad.double())
         mask = (g.abs() > 64 * eps * terms) | (terms == 0)
-    check_close(state["w"], _rounded(want["w"], dtype), w_tol, 1e-5 if dtype == F32 else 1e-10, "w", mask)
+        # where x(w) rounds to the box edge in the op's dtype (|w| > ~9 in float32), dx/dw is 0 there but
+        # ~1e-9 in float64, and Adam's normalised step turns that into a move of up to lr: w is not comparable
+        saturated = (start["x"] == lo) | (start["x"] == hi)
+    check_close(state["w"], _rounded(want["w"], dtype), w_tol, 1e-5 if dtype == F32 else 1e-10, "w",
+                None if mask is None else mask & ~saturated)
     check_close(state["x"], _rounded(want["x"], dtype), x_tol, 1e-5 if dtype == F32 else 1e-10, "x", mask)
     l2_tol = (1e-5 if dtype == F32 else 1e-10) * d * (hi - lo) ** 2
     check_close(l2sq, _rounded(want["l2sq"], dtype), l2_tol, 1e-5, "l2sq")

@@ -28,12 +28,13 @@ RK_CPU_HOT T step_sample_impl(T* __restrict__ w, T* __restrict__ x, T* __restric
     std::copy(x, x + n, best_adv);
   }
   const T lo = c.lo, hi = c.hi, lr = c.lr, beta1 = c.beta1, beta2 = c.beta2, adam_eps = c.adam_eps;
+  const T one_minus_beta1 = c.one_minus_beta1, one_minus_beta2 = c.one_minus_beta2;
   const T inv_bc1 = c.inv_bc1, inv_sqrt_bc2 = c.inv_sqrt_bc2;
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) {
     T wi = w[i], mi = m[i], vi = v[i];
-    x[i] = adam_update(wi, mi, vi, x[i], x_orig[i], loss_grad[i], lo, hi, lr, beta1, beta2, adam_eps, inv_bc1,
-                       inv_sqrt_bc2);
+    x[i] = adam_update(wi, mi, vi, x[i], x_orig[i], loss_grad[i], lo, hi, lr, beta1, beta2, one_minus_beta1,
+                       one_minus_beta2, adam_eps, inv_bc1, inv_sqrt_bc2);
     w[i] = wi;
     m[i] = mi;
     v[i] = vi;

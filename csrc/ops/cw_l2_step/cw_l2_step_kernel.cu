@@ -69,7 +69,7 @@ __global__ void __launch_bounds__(kThreads) step_kernel(Args<T> a) {
     if (improves_at(a, b)) a.best_adv[idx] = x;
     T w = a.w[idx], m = a.exp_avg[idx], v = a.exp_avg_sq[idx];
     a.x[idx] = adam_update(w, m, v, x, a.x_orig[idx], a.loss_grad[idx], c.lo, c.hi, c.lr, c.beta1, c.beta2,
-                           c.adam_eps, c.inv_bc1, c.inv_sqrt_bc2);
+                           c.one_minus_beta1, c.one_minus_beta2, c.adam_eps, c.inv_bc1, c.inv_sqrt_bc2);
     a.w[idx] = w;
     a.exp_avg[idx] = m;
     a.exp_avg_sq[idx] = v;
