@@ -3,8 +3,8 @@
 An attack's step is the model's forward and its backward to the input. On CPU, PyTorch's (oneDNN's) input
 gradient of a convolution with one to three input channels, a network's first layer on images, is 1.2-5x
 slower than :func:`robustkit.ops.conv2d_input_grad` (``bench/conv_input_grad.py``), and it is the largest
-single cost of DeepFool on the MNIST LeNet (10 ms of a 57 ms backward at 256 images; the kernel takes 2 ms). :func:`routed_convolutions`
-is a ``TorchFunctionMode`` that, inside the attack's model forward only, replaces each eligible
+single cost of DeepFool on the MNIST LeNet (10 ms of a 57 ms backward at 256 images; the kernel takes 2 ms).
+:func:`routed_convolutions` is a ``TorchFunctionMode`` that, inside the attack's model forward only, replaces each eligible
 ``F.conv2d`` by the same convolution whose backward computes the input gradient with that kernel. The forward
 is PyTorch's own; the weight and bias gradients, if anything asks for them, are PyTorch's too; the input
 gradient equals PyTorch's up to float rounding, and a double backward works through it.

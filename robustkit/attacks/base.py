@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from robustkit.attacks._conv_routing import routed_convolutions, routing_applies
 from robustkit.attacks.targets import TargetSpec, resolve_target
-from robustkit.nn import Ensemble
+from robustkit.nn import Ensemble, module_device
 
 
 @dataclass
@@ -203,7 +203,7 @@ class Attack:
         self.ensemble = _as_ensemble(name, model if model is not None else models, "model" if model is not None
                                      else "models")
         self.models: List[nn.Module] = list(self.ensemble.members)
-        devices = {_module_device(m) for m in self.models} - {None}
+        devices = {module_device(m, None) for m in self.models} - {None}
         if len(devices) > 1:
             raise ValueError(f"{name}: all models must be on one device, got {sorted(map(str, devices))}")
         self.amp = opts.amp
@@ -417,7 +417,7 @@ class Attack:
                              f"integer dtype), got {got}")
         if y.device != x.device:
             raise ValueError(f"{name}: x and y must be on the same device, got {x.device} and {y.device}")
-        model_device = _module_device(self.models[0])
+        model_device = module_device(self.models[0], None)
         if model_device is not None and model_device != x.device:
             raise ValueError(f"{name}: x is on {x.device} but the model is on {model_device}")
         model_dtype = _module_float_dtype(self.models[0])
@@ -516,14 +516,6 @@ def _as_ensemble(owner: str, value, argument: str) -> Ensemble:
     return Ensemble(list(value))
 
 
-def _module_device(m: nn.Module) -> Optional[torch.device]:
-    for t in m.parameters():
-        return t.device
-    for t in m.buffers():
-        return t.device
-    return None
-
-
 def _module_float_dtype(m: nn.Module) -> Optional[torch.dtype]:
     """The dtype of the model's first floating-point parameter (None for a model without one)."""
     for t in m.parameters():
@@ -533,8 +525,7 @@ def _module_float_dtype(m: nn.Module) -> Optional[torch.dtype]:
 
 
 def _device_type(m: nn.Module) -> str:
-    d = _module_device(m)
-    return d.type if d is not None else "cpu"
+    return module_device(m).type
 
 
 def _dtype_name(dtype: torch.dtype, prefix: str = "") -> str:

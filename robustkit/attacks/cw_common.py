@@ -34,7 +34,8 @@ class CWSettings:
                 raise ValueError(f"{owner}: {name} must be an int >= 1, got {value!r}")
         for name in ("lr", "initial_const"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value > 0 and math.isfinite(value)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not (value > 0 and math.isfinite(value)):
                 raise ValueError(f"{owner}: {name} must be a finite number > 0, got {value!r}")
         if isinstance(self.confidence, bool) or not isinstance(self.confidence, (int, float)) \
                 or not (self.confidence >= 0 and math.isfinite(self.confidence)):

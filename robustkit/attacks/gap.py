@@ -36,8 +36,9 @@ import torch
 from torch import Tensor, nn
 
 from robustkit.attacks._gap_generator import ResnetGenerator
-from robustkit.attacks.base import AttackOutput, AttackResult, FixedBudgetAttack, _module_device
+from robustkit.attacks.base import AttackOutput, AttackResult, FixedBudgetAttack
 from robustkit.attacks.targets import TargetSpec
+from robustkit.nn import module_device
 
 MODES = ("universal", "image")
 LOSSES = ("least_likely", "prediction")
@@ -214,11 +215,12 @@ class GAP(FixedBudgetAttack):
         self.eps, self.mode, self.target = cfg["eps"], cfg["mode"], cfg["target"]
         self.loss = cfg.get("loss", "least_likely")  # files written before the option existed
         self.width, self.blocks = cfg["width"], cfg["blocks"]
-        self._build(torch.zeros(1, *cfg["image_shape"], device=self._device()))
+        self._build(torch.zeros(1, *cfg["image_shape"], device=module_device(self.model)))
         self.generator.load_state_dict(state["generator"])
         self.generator.eval()
-        self.noise = state["noise"].to(self._device())
-        self.perturbation = None if state["perturbation"] is None else state["perturbation"].to(self._device())
+        device = module_device(self.model)
+        self.noise = state["noise"].to(device)
+        self.perturbation = None if state["perturbation"] is None else state["perturbation"].to(device)
         return self
 
     # ---- internals --------------------------------------------------------------------------------------
@@ -246,8 +248,6 @@ class GAP(FixedBudgetAttack):
     def _apply(self, x: Tensor, delta: Tensor) -> Tensor:
         return (x + delta).clamp(0, 1)
 
-    def _device(self) -> torch.device:
-        return _module_device(self.model) or torch.device("cpu")
 
     def _check_images(self, x: Tensor) -> None:
         if not isinstance(x, Tensor) or not x.is_floating_point() or x.dim() != 4:

@@ -35,6 +35,9 @@ FACTORIES = {
     "CW-l0": lambda m, **o: CW(m, norm="l0", binary_search_steps=1, steps=4, lr=0.1, initial_const=0.01, **o),
 }
 NAMES = list(FACTORIES)
+# C&W L0 runs a full L2 search per pixel-elimination pass (about 50 passes on these models): 10-50 s a test on
+# the shared machine, so its cases are slow; tests/attacks/test_cw.py checks it against the naive reference
+PARAMS = [pytest.param(n, marks=pytest.mark.slow) if n == "CW-l0" else n for n in NAMES]
 RANDOM = ("PGD", "PGD-l2", "PGD-early")  # the attacks that draw a random start
 
 
@@ -63,7 +66,7 @@ def _fitted_gap(model, **kw):
 
 
 # ---- types and options ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", PARAMS)
 def test_every_attack_is_one_of_the_two_types(name):
     atk = FACTORIES[name](tiny_cnn())
     assert isinstance(atk, Attack)
@@ -115,7 +118,7 @@ def test_options_round_trip():
     assert atk.options() == AttackOptions(batch_size=4, seed=3, attack_mode="train", conv_input_grad="torch")
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", PARAMS)
 def test_extras_never_reuse_a_field_name(name):
     x, y = tiny_batch(batch=4)
     res = FACTORIES[name](tiny_cnn(), seed=0).run(x, y)
@@ -123,7 +126,7 @@ def test_extras_never_reuse_a_field_name(name):
 
 
 # ---- __call__ and run -----------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", PARAMS)
 def test_call_returns_the_images_run_returns(name):
     m = tiny_cnn()
     x, y = tiny_batch(batch=5)
@@ -193,7 +196,7 @@ def test_random_targets_follow_the_generator():
 
 
 # ---- ensembles ------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", PARAMS)
 def test_models_list_and_ensemble_module_are_one_code_path(name):
     members = [tiny_cnn(seed=s, dtype=torch.float64) for s in (0, 1, 2)]
     x, y = tiny_batch(batch=5, dtype=torch.float64)
@@ -240,7 +243,7 @@ def _state(model):
             {n: p.requires_grad for n, p in model.named_parameters()})
 
 
-@pytest.mark.parametrize("name", NAMES + ["GAP"])
+@pytest.mark.parametrize("name", PARAMS + ["GAP"])
 def test_attack_leaves_a_training_model_as_it_found_it(name):
     model = BatchNormDropoutNet()
     model.train()
@@ -369,7 +372,7 @@ def test_create_graph_through_the_routed_forward_reaches_the_weights():
 
 
 # ---- inputs ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", PARAMS)
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
 def test_non_finite_x_is_an_error_naming_x(name, value):
     x, y = tiny_batch(batch=4)
@@ -390,7 +393,7 @@ def test_gap_non_finite_images_are_an_error():
         gap.run(x, torch.zeros(3, dtype=torch.int64))
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", PARAMS)
 def test_attacks_under_no_grad_or_inference_mode_enable_grad_inside(name):
     m = tiny_cnn()
     x, y = tiny_batch(batch=4)
