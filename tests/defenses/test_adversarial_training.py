@@ -253,3 +253,24 @@ def test_adversarial_dataset_is_the_attack_over_the_data(one_thread):
     assert torch.equal(data.tensors[1], y)
     both = adversarial_dataset(attack, (x, y), batch_size=4, include_clean=True)
     assert torch.equal(both.tensors[0][:10], x) and torch.equal(both.tensors[1], torch.cat([y, y]))
+
+
+@pytest.mark.slow   # 200 steps of fast adversarial training on real MNIST: 20-60 s on a shared CPU
+def test_short_mnist_run_raises_pgd_accuracy_well_above_clean_training(one_thread, mnist_lenet):
+    from robustkit.datasets import mnist
+    clean_model, x, y = mnist_lenet                           # the zoo's clean-trained LeNet, 1 epoch
+    torch.manual_seed(0)
+    model = rk.models.LeNet()
+    train = torch.utils.data.Subset(mnist("train"), range(20000))
+    rk.training.fit(model, train, FastAdversarialTraining(eps=0.2), epochs=1, batch_size=100, optimizer="adam",
+                    lr=3e-3, schedule="cyclic", progress=False)
+
+    def pgd_accuracy(m):
+        adv = rk.attacks.PGD(m, eps=0.2, step_size=0.05, steps=10, seed=0)(x, y)
+        with torch.no_grad():
+            return float((m(adv).argmax(1) == y).float().mean())
+
+    with torch.no_grad():
+        assert float((model(x).argmax(1) == y).float().mean()) > 0.9
+    clean, robust = pgd_accuracy(clean_model), pgd_accuracy(model)
+    assert robust > clean + 0.3, (clean, robust)
