@@ -25,7 +25,7 @@ export PYTHON
 SETUP_LOG := build/setup.log
 logged = { $(1); } >>$(SETUP_LOG) 2>&1 || { echo "setup: failed; the last lines of $(SETUP_LOG):"; tail -n 30 $(SETUP_LOG); exit 1; }
 
-.PHONY: setup venv deps build test test-fast cuda-check demo bench clean
+.PHONY: setup venv deps build test test-fast test-asan cuda-check demo bench clean
 
 setup: deps build
 
@@ -74,6 +74,11 @@ test: setup cuda-check
 test-fast: build
 	@echo "test: pytest -m 'not slow'"
 	@$(PYTHON) -m pytest -q -m "not slow"
+
+# tests/ops (harness and fuzzers) against an ASan+UBSan build of the extension in a separate copy of the tree
+# (/tmp/robustkit-asan-<hash>); not part of `make test`: the instrumented build alone takes many minutes.
+test-asan: venv
+	@bash tools/asan.sh
 
 demo: setup
 	@echo "demo: robustkit demo --out demo-out"
