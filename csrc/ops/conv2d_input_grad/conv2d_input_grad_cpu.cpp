@@ -6,6 +6,8 @@
 // MNIST LeNet's first layer at 256 images (oneDNN: 10 ms).
 // Why it exists: oneDNN's input gradient for convolutions with few input channels (a network's first layer:
 // 1 channel for MNIST, 3 for RGB) runs 2-5x slower than this; see bench/conv_input_grad.py.
+// No torch-free *_cpu_kernel.cpp here: the float gather is written with explicit vector types, so it does not
+// depend on gcc auto-vectorizing beside torch's headers (the reason the CE and C&W loops are split out).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
