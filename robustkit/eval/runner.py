@@ -7,7 +7,7 @@ import os
 import pathlib
 import time
 import warnings
-from typing import Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
@@ -45,7 +45,7 @@ def evaluate(model: nn.Module, data: DataSpec, attacks: Union[Mapping[str, Attac
              device: Union[str, torch.device, None] = None, resume: bool = True, report: bool = True,
              progress: bool = True, num_workers: int = 0, eps_grid: Optional[Sequence[float]] = None,
              examples: int = 8, top_k: int = 10, model_name: str = "model",
-             target: Optional[str] = None, checks: str = "full") -> dict:
+             target: Optional[str] = None, checks: str = "full", defense: Optional[Any] = None) -> dict:
     """Evaluates ``model`` against each attack on ``data`` and writes ``out/results.json``.
 
     Streams over the data in batches (a tqdm bar shows img/s and the running worst-case robust accuracy);
@@ -74,6 +74,8 @@ def evaluate(model: nn.Module, data: DataSpec, attacks: Union[Mapping[str, Attac
         checks: :func:`robustkit.eval.checks.check_model` on the first images before the run: ``"full"``
             (with the attack-curve probes at the first fixed-budget attack's eps), ``"static"`` (mode, outputs,
             randomness, gradients only) or ``"off"``. Findings are warned and listed in ``results["warnings"]``.
+        defense: a JSON-able description of the input defenses wrapped around ``model`` (their hyperparameters
+            are not in its state dict); recorded as ``settings["defense"]``, so a resume with another is refused.
 
     Returns the results object (see :mod:`robustkit.eval.summary`).
 
@@ -113,6 +115,8 @@ def evaluate(model: nn.Module, data: DataSpec, attacks: Union[Mapping[str, Attac
                 "transfer_to": {n: model_fingerprint(m) for n, m in transfer_to.items()},
                 "data": {"type": type(dataset).__name__, "size": len(dataset)}, "metrics": list(metrics),
                 "target": target}
+    if defense is not None:    # only when given: runs without one keep their fingerprint
+        settings["defense"] = defense
     fingerprint = settings_fingerprint(settings)
     lock = OutputLock(out_dir, rank)
     lock_error: Optional[BaseException] = None
