@@ -23,12 +23,12 @@ import os
 import sys
 from typing import Optional, Sequence
 
-#: The subcommands, in the order ``--help`` lists them: modules ``robustkit.cli.<name>``.
-COMMANDS = ("demo", "eval", "transfer", "report", "retrain", "train")
+#: The subcommands, in the order ``--help`` lists them: modules ``robustkit.cli.<name>`` (``-`` spelt ``_``).
+COMMANDS = ("demo", "eval", "transfer", "report", "retrain", "train", "train-denoiser")
 
 
 def _command(name: str):
-    return importlib.import_module(f"robustkit.cli.{name}")
+    return importlib.import_module(f"robustkit.cli.{name.replace('-', '_')}")   # train-denoiser: train_denoiser
 
 
 def build_parser() -> argparse.ArgumentParser:
