@@ -150,11 +150,13 @@ def test_fuzz_ensemble_temperature_ce(k, b, c, dtype, layout, scale, non_finite,
     if target_edge in ("-1", "C") and b:
         y[int(torch.randint(b, (1,), generator=gen))] = -1 if target_edge == "-1" else c
         bad.append("target")
-    if bad:  # the op may check its arguments in any order: the error names one of the bad ones
-        expect_error_naming(run, *bad)
-        expect_error_naming(lambda: ops.ensemble_temperature_ce_grad(z, y, **hyper), *bad)
-        return
     documented = 1e-2 <= temperature <= 1e3
+    if bad:  # the op may check its arguments in any order: the error names one of the bad ones (or a
+        # temperature outside the documented range, which it may also refuse)
+        names = bad + ([] if documented else ["temperature"])
+        expect_error_naming(run, *names)
+        expect_error_naming(lambda: ops.ensemble_temperature_ce_grad(z, y, **hyper), *names)
+        return
     z_req = z.detach().requires_grad_(True)
     loss = error_or_result(lambda: ops.ensemble_temperature_ce(z_req, y, reduction="none", **hyper),
                            *(() if documented else ("temperature",)))
