@@ -110,7 +110,7 @@ def _knn_predict(q):
     return _knn_fit().predict(q)
 
 
-def _fit(tmp=None, **kw):
+def _fit(**kw):
     from robustkit.training import fit
     x, y = tiny_batch(8)
     return fit(tiny_cnn(), (x, y), progress=False, batch_size=4, **kw)
@@ -390,7 +390,7 @@ CASES = [
     ("fit epochs float", lambda: _fit(epochs=1.5), (V, T), r"epochs"),
     ("fit lr<0", lambda: _fit(lr=-0.1), V, r"\blr\b"),
     ("fit lr nan", lambda: _fit(lr=math.nan), V, r"\blr\b"),
-    ("fit batch_size 0", lambda: _fit(batch_size_=0), V, r"batch_size"),
+    ("fit batch_size 0", lambda: _fit_batch(batch_size=0), V, r"batch_size"),
     ("fit optimizer unknown", lambda: _fit(optimizer="lbfgs"), V, r"optimizer"),
     ("fit schedule unknown", lambda: _fit(schedule="step"), V, r"schedule"),
     ("fit model not a module", lambda: __import__("robustkit.training", fromlist=["fit"]).fit(
@@ -468,14 +468,11 @@ def _fit_eval_attack():
     return fit(model, tiny_batch(8), eval_attack=PGD1(model), progress=False)
 
 
-# fit's batch_size is passed by _fit itself; this row overrides it
 def _fit_batch(**kw):
+    """``fit`` with the caller's batch_size (``_fit`` passes its own)."""
     from robustkit.training import fit
     return fit(tiny_cnn(), tiny_batch(8), progress=False, **kw)
 
-
-CASES = [c if c[0] != "fit batch_size 0" else ("fit batch_size 0", lambda: _fit_batch(batch_size=0), V,
-                                                r"batch_size") for c in CASES]
 
 # the CLI: each row gets a fresh temporary directory
 CLI_CASES = [

@@ -126,8 +126,8 @@ def test_two_writers_started_together_never_give_a_wrong_total(reference, tmp_pa
 
 @pytest.fixture
 def tiny_disk(tmp_path):
-    """An 8 KiB tmpfs (two pages: run.json and the first ~3 of 8 record lines) (root only; skipped where mounting is not allowed; the patched-ENOSPC test below runs
-    everywhere)."""
+    """An 8 KiB tmpfs: two pages, room for run.json and about 3 of the 8 record lines. Needs root; skipped
+    where mounting is not allowed (the patched mid-line ENOSPC test below runs everywhere)."""
     mount_point = tmp_path / "disk"
     mount_point.mkdir()
     done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8k", "tmpfs", str(mount_point)],
