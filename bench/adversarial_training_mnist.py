@@ -105,7 +105,8 @@ def main() -> None:
     n = args.restart_images
     pgd_many = robust_under_restarts(model, x[:n], y[:n], args.eps, 50, args.restarts)
     row = {"defense": args.defense, "epochs_trained": len(history), "stopped": history.stopped,
-           "clean_accuracy": float(clean.float().mean()), f"pgd50_accuracy_first{args.pgd_images}": float(pgd_one.float().mean()),
+           "clean_accuracy": float(clean.float().mean()),
+           f"pgd50_accuracy_first{args.pgd_images}": float(pgd_one.float().mean()),
            "train_images": args.limit or 60000,
            f"pgd50x{args.restarts}_accuracy_first{n}": float(pgd_many.float().mean()),
            "clean_accuracy_first_n": float(clean[:n].float().mean()),
