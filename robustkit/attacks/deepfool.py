@@ -19,6 +19,17 @@ from robustkit.ops import deepfool_step
 _JACOBIANS = ("loop", "batched")
 
 
+def candidate_classes(logits: Tensor, y: Tensor, candidates: Optional[int], owner: str = "DeepFool") -> Tensor:
+    """The ``candidates - 1`` highest-scoring classes other than ``y`` given ``logits``, ``[B, K]`` (all other
+    classes for ``candidates=None``): DeepFool's candidate set, also Deep Defense's."""
+    num_classes = logits.shape[1]
+    if num_classes < 2:
+        raise ValueError(f"{owner}: the model must have at least 2 classes, got {num_classes}")
+    count = num_classes if candidates is None else min(candidates, num_classes)
+    others = logits.scatter(1, y.unsqueeze(1), float("-inf"))
+    return others.topk(count - 1, dim=1).indices
+
+
 class DeepFool(MinimalNormAttack):
     """DeepFool: iterate to the nearest boundary of the model's linearisation (Alg. 2 of the paper).
 
@@ -121,13 +132,7 @@ class DeepFool(MinimalNormAttack):
         return step
 
     def _candidate_classes(self, logits: Tensor, y: Tensor) -> Tensor:
-        """The ``candidates - 1`` highest-scoring classes other than ``y`` given the clean ``logits``, ``[B, K]``."""
-        num_classes = logits.shape[1]
-        if num_classes < 2:
-            raise ValueError(f"DeepFool: the model must have at least 2 classes, got {num_classes}")
-        count = num_classes if self.candidates is None else min(self.candidates, num_classes)
-        others = logits.scatter(1, y.unsqueeze(1), float("-inf"))
-        return others.topk(count - 1, dim=1).indices
+        return candidate_classes(logits, y, self.candidates, "DeepFool")
 
     def _linearize(self, x_a: Tensor, logits: Tensor, keep: Tensor, y: Tensor, target: Optional[Tensor],
                    classes: Optional[Tensor]) -> Tuple[Tensor, Tensor]:

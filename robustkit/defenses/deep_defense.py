@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from robustkit.attacks.deepfool import candidate_classes
 from robustkit.ops import deepfool_step
 from robustkit.training.objective import ObjectiveOutput, check_images, unwrap_model
 
@@ -130,7 +131,7 @@ class DeepDefense:
         ``x0`` requires grad and ``logits = model(x0)``."""
         batch = x0.shape[0]
         pred = logits.detach().argmax(1)
-        classes = self._candidate_classes(logits.detach(), pred)               # [B, K]
+        classes = candidate_classes(logits.detach(), pred, self.candidates, "DeepDefense")   # [B, K]
         r_total = x0.new_zeros(batch, x0[0].numel())
         active = torch.arange(batch, device=x0.device)
         for i in range(self.steps):
@@ -150,14 +151,6 @@ class DeepDefense:
             r_total = r_total.index_add(0, active, step)
         finished = 1.0 - active.numel() / max(batch, 1)
         return ((1 + self.overshoot) * r_total).view_as(x0), finished
-
-    def _candidate_classes(self, logits: Tensor, pred: Tensor) -> Tensor:
-        num_classes = logits.shape[1]
-        if num_classes < 2:
-            raise ValueError(f"DeepDefense: the model must have at least 2 classes, got {num_classes}")
-        count = num_classes if self.candidates is None else min(self.candidates, num_classes)
-        others = logits.scatter(1, pred.unsqueeze(1), float("-inf"))
-        return others.topk(count - 1, dim=1).indices
 
     def _linearize(self, x_a: Tensor, logits: Tensor, rows: Tensor, pred: Tensor,
                    classes: Tensor) -> Tuple[Tensor, Tensor]:
