@@ -45,9 +45,20 @@ here = spec is not None and spec.origin is not None and os.path.samefile(os.path
 sys.exit(0 if here else 1)' "$package") 2>/dev/null
 }
 
+# The extension in the tree is newer than every source that goes into it (csrc/, setup.py): nothing to compile.
+# (The editable install compiles in a throwaway directory, so build_ext --inplace after it would otherwise
+# start from nothing and compile every source a second time.)
+up_to_date() {
+  local so
+  so=$(ls robustkit/_C*.so 2>/dev/null | head -n 1)
+  [ -n "$so" ] && [ -z "$(find csrc setup.py -newer "$so" -print -quit)" ]
+}
+
 build() {
   : >"$log"
-  if installed_here; then
+  if installed_here && up_to_date; then
+    echo "build: robustkit._C is up to date (no source newer than it)"
+  elif installed_here; then
     echo "build: robustkit._C (setup.py build_ext --inplace, incremental; log $log)"
     logged "$PYTHON" setup.py build_ext --inplace
   else
@@ -56,7 +67,7 @@ build() {
   fi
 }
 
-export -f build logged installed_here
+export -f build logged installed_here up_to_date
 export PYTHON log
 locked bash -c build
 "$PYTHON" -c "import robustkit; print('build: robustkit', robustkit.__version__, robustkit.build_info())"
