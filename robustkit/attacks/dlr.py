@@ -51,43 +51,41 @@ def ce_loss_and_grad(logits: Tensor, label: Tensor) -> Tuple[Tensor, Tensor]:
     return loss, grad
 
 
-def dlr_loss_and_grad(logits: Tensor, y: Tensor) -> Tuple[Tensor, Tensor]:
-    """Untargeted DLR per sample (to be maximised) and its gradient with respect to the logits."""
-    top3 = logits.topk(3, dim=1)
+def _scaled_margin_loss_and_grad(logits: Tensor, y: Tensor, other: Tensor, scale_indices: Tensor,
+                                 scale_weights: Tensor) -> Tuple[Tensor, Tensor]:
+    """``-(z_y - z_other) / s`` per sample, with ``s = sum_k w_k z_{i_k} + floor`` over the sorted logits
+    ``scale_indices`` weighted by ``scale_weights``, and its exact gradient with respect to the logits. Both DLR
+    losses are this ratio; they differ only in the other class and in which sorted logits form ``s``."""
     z_y = logits.gather(1, y.unsqueeze(1)).squeeze(1)
-    # the largest logit other than y: the runner-up when y is on top
-    y_on_top = top3.indices[:, 0] == y
-    other_index = torch.where(y_on_top, top3.indices[:, 1], top3.indices[:, 0])
-    z_other = logits.gather(1, other_index.unsqueeze(1)).squeeze(1)
+    z_other = logits.gather(1, other.unsqueeze(1)).squeeze(1)
     margin = z_y - z_other
-    scale = top3.values[:, 0] - top3.values[:, 2] + _DLR_FLOOR
+    scale = (logits.gather(1, scale_indices) * scale_weights).sum(1) + _DLR_FLOOR
     loss = -margin / scale
-    grad = torch.zeros_like(logits)
     inv = 1.0 / scale
-    ratio = margin * inv * inv
+    ratio = margin * inv * inv  # d loss / d s
+    grad = torch.zeros_like(logits)
     grad.scatter_add_(1, y.unsqueeze(1), (-inv).unsqueeze(1))
-    grad.scatter_add_(1, other_index.unsqueeze(1), inv.unsqueeze(1))
-    grad.scatter_add_(1, top3.indices[:, 0:1], ratio.unsqueeze(1))
-    grad.scatter_add_(1, top3.indices[:, 2:3], (-ratio).unsqueeze(1))
+    grad.scatter_add_(1, other.unsqueeze(1), inv.unsqueeze(1))
+    grad.scatter_add_(1, scale_indices, ratio.unsqueeze(1) * scale_weights)
     return loss, grad
+
+
+def dlr_loss_and_grad(logits: Tensor, y: Tensor) -> Tuple[Tensor, Tensor]:
+    """Untargeted DLR per sample (to be maximised) and its gradient with respect to the logits:
+    ``-(z_y - max_{i != y} z_i) / (z_(1) - z_(3))``."""
+    top3 = logits.topk(3, dim=1).indices
+    # the largest logit other than y: the runner-up when y is on top
+    other = torch.where(top3[:, 0] == y, top3[:, 1], top3[:, 0])
+    weights = logits.new_tensor([1.0, -1.0])
+    return _scaled_margin_loss_and_grad(logits, y, other, top3[:, [0, 2]], weights)
 
 
 def targeted_dlr_loss_and_grad(logits: Tensor, y: Tensor, target: Tensor) -> Tuple[Tensor, Tensor]:
-    """Targeted DLR per sample (to be maximised: it grows as ``z_t`` overtakes ``z_y``) and its gradient."""
-    top4 = logits.topk(4, dim=1)
-    z_y = logits.gather(1, y.unsqueeze(1)).squeeze(1)
-    z_t = logits.gather(1, target.unsqueeze(1)).squeeze(1)
-    margin = z_y - z_t
-    scale = top4.values[:, 0] - 0.5 * (top4.values[:, 2] + top4.values[:, 3]) + _DLR_FLOOR
-    loss = -margin / scale
-    grad = torch.zeros_like(logits)
-    inv = 1.0 / scale
-    ratio = margin * inv * inv
-    grad.scatter_add_(1, y.unsqueeze(1), (-inv).unsqueeze(1))
-    grad.scatter_add_(1, target.unsqueeze(1), inv.unsqueeze(1))
-    grad.scatter_add_(1, top4.indices[:, 0:1], ratio.unsqueeze(1))
-    grad.scatter_add_(1, top4.indices[:, 2:4], (-0.5 * ratio).unsqueeze(1).expand(-1, 2).contiguous())
-    return loss, grad
+    """Targeted DLR per sample (to be maximised: it grows as ``z_t`` overtakes ``z_y``) and its gradient:
+    ``-(z_y - z_t) / (z_(1) - (z_(3) + z_(4)) / 2)``."""
+    top4 = logits.topk(4, dim=1).indices
+    weights = logits.new_tensor([1.0, -0.5, -0.5])
+    return _scaled_margin_loss_and_grad(logits, y, target, top4[:, [0, 2, 3]], weights)
 
 
 def attack_loss_and_grad(loss: str, logits: Tensor, y: Tensor, target: Optional[Tensor]) -> Tuple[Tensor, Tensor]:

@@ -72,47 +72,11 @@ def cw_l2_one(model: nn.Module, x: Tensor, label: int, *, targeted: bool = False
     every ``steps // 10`` iterations for a loss above ``0.9999`` times the last check's; ``abort_checks``
     and ``abort_tol`` generalise the 10 and the ``1 - 0.9999``; ``warm_start`` starts each round from the
     best adversarial example so far instead of from ``x``."""
-    lower, upper, const = 0.0, 1e10, initial_const
-    best_l2sq, best_adv = float("inf"), x.clone()
-    w_start = torch.atanh((2 * x - 1) * 0.999999)
-    for outer in range(binary_search_steps):
-        if binary_search_steps >= 10 and outer == binary_search_steps - 1:
-            const = upper if upper < 1e10 else const
-        w = w_start.clone() if not (warm_start and best_l2sq < float("inf")) else \
-            torch.atanh((2 * best_adv - 1) * 0.999999)
-        m, v = torch.zeros_like(w), torch.zeros_like(w)
-        prev = float("inf")
-        found = False
-        for it in range(steps):
-            w_req = w.clone().requires_grad_(True)
-            x_new = (torch.tanh(w_req) + 1) / 2
-            z = model(x_new.unsqueeze(0))[0].float()
-            others = [z[i] for i in range(z.numel()) if i != label]
-            other, real = torch.stack(others).max(), z[label]
-            margin = other - real if targeted else real - other
-            f = torch.clamp(margin, min=-confidence)
-            l2sq = ((x_new - x) ** 2).sum()
-            loss = l2sq + const * f
-            (g,) = torch.autograd.grad(loss, w_req)
-            if -margin.item() > confidence:
-                found = True
-                if l2sq.item() < best_l2sq:
-                    best_l2sq, best_adv = l2sq.item(), x_new.detach().clone()
-            t = it + 1
-            m = 0.9 * m + 0.1 * g
-            v = 0.999 * v + 0.001 * g * g
-            w = w - lr * (m / (1 - 0.9 ** t)) / ((v / (1 - 0.999 ** t)).sqrt() + 1e-8)
-            if abort_early and it % max(1, -(-steps // abort_checks)) == 0 and it != steps - 1:
-                if loss.item() > (1 - abort_tol) * prev:
-                    break
-                prev = loss.item()
-        if found:
-            upper = min(upper, const)
-            const = (lower + upper) / 2
-        else:
-            lower = max(lower, const)
-            const = (lower + upper) / 2 if upper < 1e10 else const * 10
-    return best_adv, best_l2sq
+    adv, l2sq, _ = _cw_l2_masked(model, x, label, None, targeted=targeted,
+                                 binary_search_steps=binary_search_steps, steps=steps, lr=lr,
+                                 initial_const=initial_const, confidence=confidence, abort_early=abort_early,
+                                 abort_checks=abort_checks, abort_tol=abort_tol, warm_start=warm_start)
+    return adv, l2sq
 
 
 def _margin(model: nn.Module, x_new: Tensor, label: int, targeted: bool, confidence: float):
@@ -164,7 +128,9 @@ def cw_linf_one(model: nn.Module, x: Tensor, label: int, *, targeted: bool = Fal
 def _cw_l2_masked(model, x, label, mask, *, targeted, binary_search_steps, steps, lr, initial_const, confidence,
                   abort_early, abort_checks, abort_tol, warm_start):
     """:func:`cw_l2_one` restricted to the pixels where ``mask`` is True (the others keep their start value,
-    their Adam state zero); also returns the iterations it ran."""
+    their Adam state zero; ``mask=None``: every pixel); also returns the iterations it ran."""
+    if mask is None:
+        mask = torch.ones_like(x, dtype=torch.bool)
     lower, upper, const = 0.0, 1e10, initial_const
     best_l2sq, best_adv, used = float("inf"), x.clone(), 0
     w_start = torch.atanh((2 * x - 1) * 0.999999)
