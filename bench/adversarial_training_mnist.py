@@ -76,9 +76,7 @@ def main() -> None:
     parser.add_argument("--restarts", type=int, default=10)
     parser.add_argument("--restart-images", type=int, default=1000)
     parser.add_argument("--eval-only", action="store_true", help="evaluate the run's last checkpoint as it is")
-    harness.add_arguments(parser, threads=1, clock="wall")
-    args = parser.parse_args()
-    harness.apply_arguments(args)
+    args = harness.parse_arguments(parser, threads=1, clock="wall")
 
     torch.manual_seed(args.seed)
     model = wong_mnist_cnn()

@@ -160,9 +160,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--tiny", action="store_true", help="batch 8, one round: checks the script")
-    harness.add_arguments(parser, threads=1, clock="cpu")
-    args = parser.parse_args()
-    harness.apply_arguments(args)
+    args = harness.parse_arguments(parser, threads=1, clock="cpu")
     if args.tiny:
         args.batch, args.rounds = 8, 1
     x_all, y_all = mnist_split("test")

@@ -121,9 +121,7 @@ def main() -> None:
                         help="fine-tune on the first N training images (the seed: all 60,000)")
     parser.add_argument("--finetune-epochs", type=int, default=5)
     parser.add_argument("--out", default="runs/deep_defense_mnist")
-    harness.add_arguments(parser, threads=None, clock="wall")
-    args = parser.parse_args()
-    harness.apply_arguments(args)
+    args = harness.parse_arguments(parser, threads=None, clock="wall")
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     x_train, y_train = rk.datasets.mnist("train").tensors

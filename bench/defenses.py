@@ -85,9 +85,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--pgd-steps", type=int, default=10)
-    harness.add_arguments(parser, threads=1, clock="cpu")
-    args = parser.parse_args()
-    harness.apply_arguments(args)
+    args = harness.parse_arguments(parser, threads=1, clock="cpu")
     from robustkit.datasets import mnist
 
     x, y = mnist("train")[:args.batch]

@@ -181,10 +181,7 @@ def part_distill(args, train_data, test):
                 continue    # L-inf and L0 cost 10-100x L2: only at the temperatures asked for
             n = args.n_cw if norm != "l0" else args.n_l0
             row[f"cw_{norm}"] = cw_stats(student, xc[:n], yc[:n], norm)
-        row["eval_cpu_s"] = round(time.process_time() - start)
-        results["rows"].append(row)
-        print(json.dumps(row), flush=True)
-        write(args, "distill", results)
+        add_row(args, "distill", results, row, start)
     return results
 
 
@@ -203,9 +200,7 @@ def part_cw(args, train_data, test):
         for norm in ("linf", "l0"):
             n = args.n_cw if norm == "linf" else args.n_l0
             row[f"cw_{norm}"] = cw_stats(student, xc[:n], yc[:n], norm)
-            print(json.dumps(row), flush=True)
-        results["rows"].append(row)
-        write(args, "cw", results)
+        add_row(args, "cw", results, row)
     return results
 
 
@@ -260,11 +255,8 @@ def part_defendr(args, train_data, test):
             row["apgd"] = {"100%": float(apgd_ok.float().mean())}
         except ImportError:
             row["apgd"] = None
-        row["eval_cpu_s"] = round(time.process_time() - start)
         row["n"] = len(xa)
-        results["rows"].append(row)
-        print(json.dumps(row), flush=True)
-        write(args, "defendr", results)
+        add_row(args, "defendr", results, row, start)
     return results
 
 
@@ -288,10 +280,7 @@ def part_apgd(args, train_data, test):
             row[f"apgd_{loss}"] = float(ok.float().mean())
             both &= ok
         row["apgd_ce_and_dlr"] = float(both.float().mean())
-        row["eval_cpu_s"] = round(time.process_time() - start)
-        results["rows"].append(row)
-        print(json.dumps(row), flush=True)
-        write(args, "apgd", results)
+        add_row(args, "apgd", results, row, start)
     return results
 
 
@@ -324,11 +313,18 @@ def part_parseval(args, train_data, test):
             row["eps_ref"] = ref_eps
             row["acc_at_eps_ref"] = table["accuracy"]
             row["n"] = len(xa)
-            row["eval_cpu_s"] = round(time.process_time() - start)
-            results["rows"].append(row)
-            print(json.dumps(row), flush=True)
-            write(args, "parseval", results)
+            add_row(args, "parseval", results, row, start)
     return results
+
+
+def add_row(args, part, results, row, start=None):
+    """Appends a finished row (with its evaluation CPU time since ``start``), prints it and rewrites the part's
+    JSON, so a killed run keeps every row it finished."""
+    if start is not None:
+        row["eval_cpu_s"] = round(time.process_time() - start)
+    results["rows"].append(row)
+    print(json.dumps(row), flush=True)
+    write(args, part, results)
 
 
 def write(args, part, results):

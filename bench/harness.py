@@ -151,6 +151,16 @@ def apply_arguments(args: argparse.Namespace, device: Union[str, torch.device, N
               file=sys.stderr)
 
 
+def parse_arguments(parser: argparse.ArgumentParser, *, threads: Optional[int] = 1,
+                    clock: str = "cpu") -> argparse.Namespace:
+    """:func:`add_arguments`, ``parser.parse_args()`` and :func:`apply_arguments` (CPU): a script's whole
+    argument handling when it needs no device-specific step in between."""
+    add_arguments(parser, threads=threads, clock=clock)
+    args = parser.parse_args()
+    apply_arguments(args)
+    return args
+
+
 # ---- checks before timing -----------------------------------------------------------------------------------
 def fail(message: str) -> None:
     """Stops the benchmark with exit status 1: nothing is timed or written after a failed check."""

@@ -67,9 +67,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--tiny", action="store_true")
-    harness.add_arguments(parser, threads=1, clock="cpu")
-    args = parser.parse_args()
-    harness.apply_arguments(args)
+    args = harness.parse_arguments(parser, threads=1, clock="cpu")
     batch, eot_images, train_images, steps = (256, 128, 2000, 10) if not args.tiny else (32, 16, 200, 2)
     rounds = 1 if args.tiny else args.rounds
     lenet = mnist_lenet()
