@@ -9,10 +9,9 @@ def add_parser(subparsers) -> None:
                               description="Evaluate one model against a suite of attacks; every finished batch is "
                                           "recorded in --out, so an interrupted run continues with --resume. Under "
                                           "torchrun the batches are sharded over the processes.")
-    p.add_argument("--model", required=True, help="pkg.module:Factory[@weights.pt], mnist:<arch>, or a+b (ensemble)")
-    p.add_argument("--weights", default=None, help="state dict for --model (for a+b: the ensemble's, keys "
-                   "members.<k>.*), loaded with torch.load(weights_only=True)")
-    p.add_argument("--model-args", default=None, help="JSON keyword arguments for the factory")
+    options.add_model(p, help="pkg.module:Factory[@weights.pt], mnist:<arch>, or a+b (ensemble)",
+                      weights_help="state dict for --model (for a+b: the ensemble's, keys members.<k>.*), loaded "
+                                   "with torch.load(weights_only=True)")
     p.add_argument("--defense", action="append", default=None, metavar="SPEC", help=defense_specs.HELP)
     options.add_common(p)
 

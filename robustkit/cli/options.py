@@ -1,4 +1,4 @@
-"""Options and output shared by the evaluation commands (``eval``, ``transfer``, ``demo``).
+"""Options and output shared by the commands (model, device, attack and output options; the eval tables).
 
 Argument parsing here imports nothing heavy; the helpers that need torch import it when called.
 """
@@ -31,6 +31,16 @@ def int_at_least(minimum: int):
 
 positive_int = int_at_least(1)
 non_negative_int = int_at_least(0)
+
+
+def add_model(p: argparse.ArgumentParser, *, help: str, weights_help: str | None = None,
+              required: bool = True) -> None:
+    """``--model`` (a model spec, see ``specs.make_model``), ``--weights`` when the command loads a state dict
+    (``weights_help``; omitted otherwise) and ``--model-args``, with one meaning in every command."""
+    p.add_argument("--model", required=required, default=None, help=help)
+    if weights_help is not None:
+        p.add_argument("--weights", default=None, help=weights_help)
+    p.add_argument("--model-args", default=None, help="JSON keyword arguments for the factory")
 
 
 def add_device(p: argparse.ArgumentParser) -> None:

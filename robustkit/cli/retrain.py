@@ -38,10 +38,9 @@ def add_parser(subparsers) -> None:
                               description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     pos = options.positive_int
     p.add_argument("--data", default="mnist", help="mnist | cifar10:DIR (default: mnist)")
-    p.add_argument("--model", default=None, help="mnist:<arch> or pkg.module:Factory[@weights.pt] (default: "
-                   "mnist:lenet, or robustkit.models:ResNet18Cifar with width 16 for cifar10)")
-    p.add_argument("--weights", default=None, help="state dict for --model")
-    p.add_argument("--model-args", default=None, help="JSON keyword arguments for the factory")
+    options.add_model(p, required=False, help="mnist:<arch> or pkg.module:Factory[@weights.pt] (default: "
+                      "mnist:lenet, or robustkit.models:ResNet18Cifar with width 16 for cifar10)",
+                      weights_help="state dict for --model")
     p.add_argument("--train-epochs", type=pos, default=3, help="epochs to train a model that has no weights")
     p.add_argument("--attack", default="fgsm", choices=ATTACKS, help="the attacker (default: fgsm)")
     p.add_argument("--eps", default=None, help="L-inf budget for fgsm / gap, e.g. 0.07 or 10/255 (default: 0.07 "

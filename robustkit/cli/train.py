@@ -23,8 +23,7 @@ def add_parser(subparsers) -> None:
                               description="Train --model on the --data train split with one of the adversarial "
                                           "training defenses; checkpoints every epoch in --out (continue with "
                                           "--resume) and writes model.pt for robustkit eval --weights.")
-    p.add_argument("--model", required=True, help="pkg.module:Factory[@weights.pt] (weights: start from them)")
-    p.add_argument("--model-args", default=None, help="JSON keyword arguments for the factory")
+    options.add_model(p, help="pkg.module:Factory[@weights.pt] (weights: start from them)")
     p.add_argument("--data", default="mnist", help="mnist | cifar10:DIR (default: mnist)")
     p.add_argument("--defense", choices=DEFENSES, default="madry",
                    help="madry: PGD examples only; goodfellow: 0.5 clean + 0.5 FGSM; fast: FGSM from a random start "

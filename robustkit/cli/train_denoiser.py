@@ -23,10 +23,8 @@ def add_parser(subparsers) -> None:
                               description="Train a DUNet denoiser in front of the frozen --model on adversarial "
                                           "examples of --attack; checkpoints every epoch in --out (continue with "
                                           "--resume) and writes dunet.pt for robustkit eval --defense hgd:FILE.")
-    p.add_argument("--model", required=True, help="the target model: pkg.module:Factory[@weights.pt], mnist:<arch> "
-                   "or a+b; it stays frozen")
-    p.add_argument("--weights", default=None, help="state dict for --model, loaded with torch.load(weights_only=True)")
-    p.add_argument("--model-args", default=None, help="JSON keyword arguments for the factory")
+    options.add_model(p, help="the target model: pkg.module:Factory[@weights.pt], mnist:<arch> or a+b; it stays "
+                      "frozen", weights_help="state dict for --model, loaded with torch.load(weights_only=True)")
     p.add_argument("--data", default="mnist", help="mnist | cifar10:DIR: the train split (default: mnist)")
     p.add_argument("--attack", action="append", choices=ATTACK_NAMES, metavar="NAME",
                    help=f"attack whose examples the denoiser learns to clean; repeat for several (default: fgsm "
