@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import html
 import json
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 from robustkit.eval.report import fmt, norm_name
 from robustkit.eval.summary import (FIXED_BUDGET, MINIMAL_NORM, attack_kind, budget_groups,
@@ -303,7 +303,7 @@ def _per_class(results: dict) -> str:
         classes = sorted(weakest)
     rows = [_name(c) + _cell(results, f"clean/per_class/accuracy/{c}")
             + "".join(_cell(results, f"attacks/{n}/per_class/accuracy/{c}") for n in columns) for c in classes]
-    minimal = [n for n in kinds[MINIMAL_NORM]]
+    minimal = kinds[MINIMAL_NORM]
     missing = [n for n in results["attacks"] if n not in columns and n not in minimal]
     why = ""
     if minimal:
@@ -313,7 +313,8 @@ def _per_class(results: dict) -> str:
         why += f" No per-class entry in results.json: {_esc_list(missing)}."
     return ('<section id="per-class"><h2>Per-class accuracy</h2><details><summary>Accuracy per class, clean and '
             f"under each fixed-budget attack ({len(per_class['accuracy'])} classes)</summary>"
-            f"<p class=caption>Robust accuracy per class, as in the headline.{why}</p>{note}"
+            f"<p class=caption>An attack's column: the fraction of the class's images classified correctly clean "
+            f"and under that attack.{why}</p>{note}"
             + _table(["class", "clean"] + columns, rows) + "</details></section>")
 
 

@@ -218,3 +218,22 @@ def test_an_older_results_json_still_renders(mixed, tmp_path):
     report = (tmp_path / "report.html").read_text()
     assert "predates the per-budget worst case" in report
     assert "No fixed-budget attack" not in report
+
+
+def test_check_model_warnings_come_first_and_are_linked(mixed, tmp_path):
+    _, results = mixed
+    flagged = dict(results, warnings=[{"code": "softmax_output", "message": "the outputs sum to one"}])
+    (tmp_path / "results.json").write_text(json.dumps(flagged))
+    write_report(tmp_path)
+    report = (tmp_path / "report.html").read_text()
+    assert report.index('id="checks"') < report.index('id="summary"')
+    assert 'href="#checks"' in report and "softmax_output" in report and "1 warning" in report
+
+
+def test_a_model_without_convolutions_names_grad_cam_as_not_shown(tmp_path, one_thread):
+    mlp = lambda: torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(100, 10)).eval()   # noqa: E731
+    results = _run(tmp_path / "mlp", lambda m: {"fgsm": FGSM(m, eps=0.1)}, model=mlp(), examples=2)
+    page = _page(tmp_path / "mlp")
+    assert page.sections["gradcam"] == ([], ["fgsm"]) and page.sections["examples"] == (["fgsm"], [])
+    assert "no nn.Conv2d layer" in (tmp_path / "mlp" / "report.html").read_text()
+    assert results["worst_case"]["attacks"] == ["fgsm"]
