@@ -1,8 +1,11 @@
 """The `robustkit` command: the demo in --fast mode (its report and table agree with results.json), eval of
 the demo's saved weights, and the one-line error paths."""
+import csv
 import html.parser
 import json
 import pathlib
+import re
+import shutil
 import subprocess
 import sys
 
@@ -11,7 +14,7 @@ import torch
 
 from robustkit.cli import main
 from robustkit.cli.options import format_table
-from robustkit.eval.report import fmt
+from robustkit.eval.report import SETTING_COLUMNS, fmt
 
 
 class _Cells(html.parser.HTMLParser):
@@ -72,7 +75,7 @@ def test_demo_fast_report_numbers_come_from_results_json(demo_dir, capsys):
     assert len(parser.cells) > 20
     for key, raw, shown in parser.cells:
         value = _lookup(results, key)
-        assert raw == ("" if value is None else repr(value)), key
+        assert raw == ("" if value is None else value if isinstance(value, str) else repr(value)), key
         assert shown == fmt(value), key
     for plot in ("accuracy_vs_eps", "examples", "gradcam", "confusion"):
         assert (demo_dir / "plots" / f"{plot}.png").stat().st_size > 1000, plot
@@ -81,6 +84,74 @@ def test_demo_fast_report_numbers_come_from_results_json(demo_dir, capsys):
     for line in format_table(results).splitlines()[1:]:
         name = line.split()[0]
         assert fmt(results["attacks"][name]["metrics"]["robust_accuracy"]) in line
+
+
+def test_demo_headline_is_the_worst_case_of_the_fixed_budget_attacks(demo_dir):
+    results = json.loads((demo_dir / "results.json").read_text())
+    worst = results["worst_case"]
+    # DeepFool and C&W always succeed: they must not be the headline's robust accuracy
+    assert (worst["norm"], worst["eps"]) == ("linf", 0.1)
+    assert worst["attacks"] == ["fgsm@0.1", "pgd", "mifgsm", "dmifgsm"]
+    assert worst["robust_accuracy"] <= min(results["attacks"][a]["metrics"]["robust_accuracy"]
+                                           for a in worst["attacks"])
+    assert worst["robust_accuracy"] > 0.2        # PGD-5 at 0.1 leaves most of a trained LeNet standing
+    report = (demo_dir / "report.html").read_text()
+    headline = report[report.index('id="summary"'):report.index("</section>", report.index('id="summary"'))]
+    assert 'data-key="worst_case/robust_accuracy"' in headline and "deepfool" in headline and "cw" in headline
+    assert "Robust accuracy" in headline and "median L2" in headline
+
+
+def test_demo_report_shows_every_attack_and_links_resolve(demo_dir):
+    results = json.loads((demo_dir / "results.json").read_text())
+    report = (demo_dir / "report.html").read_text()
+    ids = set(re.findall(r'id="([^"]+)"', report))
+    links = re.findall(r'href="#([^"]+)"', report)
+    assert len(links) >= 8 and set(links) <= ids
+    for key in ("confusion", "examples", "gradcam"):
+        shown, omitted = re.search(rf'<section id="{key}" data-shown="([^"]*)" data-omitted="([^"]*)"',
+                                   report).groups()
+        shown, omitted = (json.loads(html.unescape(v)) for v in (shown, omitted))
+        assert shown == list(results["attacks"]) and omitted == [], key      # C&W included
+    assert "evaluated only on the attacked model itself" in report
+    assert report.count("<details>") >= 2 and report.count('data-key="clean/per_class/accuracy/') == 10
+    with open(demo_dir / "results.csv", newline="") as f:
+        rows = {r["attack"]: r for r in csv.DictReader(f)}
+    assert list(next(iter(rows.values())))[-len(SETTING_COLUMNS):] == list(SETTING_COLUMNS)
+    assert rows["pgd"]["eps"] == "0.1" and rows["pgd"]["steps"] == "5" and rows["fgsm@0.3"]["eps"] == "0.3"
+    assert rows["deepfool"]["attack_type"] == "minimal_norm" and rows["deepfool"]["eps"] == ""
+
+
+CHROMIUM = next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome")
+                 if shutil.which(name)), None)
+# after the page has loaded: its height and the number of images that failed to decode, as body attributes
+_PROBE = ("<script>window.addEventListener('load', function () { var broken = 0;"
+          " for (const i of document.images) { if (!i.complete || i.naturalWidth === 0) broken++; }"
+          " document.body.setAttribute('data-height', document.documentElement.scrollHeight);"
+          " document.body.setAttribute('data-broken', broken); });</script></body>")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs a headless chromium on PATH (e.g. apt-get install chromium) "
+                                             "to render report.html")
+def test_demo_report_renders_in_headless_chromium(demo_dir, tmp_path):
+    from PIL import Image           # Pillow comes with matplotlib
+
+    browser = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1400,2000"]
+    probe = tmp_path / "probe.html"
+    probe.write_text((demo_dir / "report.html").read_text().replace("</body>", _PROBE))
+    dom = subprocess.run(browser + ["--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=180).stdout
+    found = dict(re.findall(r'data-(height|broken)="(\d+)"', dom))
+    assert found.get("broken") == "0", "an embedded figure did not decode"
+    # 9 attacks, 8 example images: the whole report in at most ~3 screens at 1400 px wide
+    assert 2000 < int(found["height"]) < 6000, found
+    shot = tmp_path / "report.png"
+    subprocess.run(browser + [f"--screenshot={shot}", (demo_dir / "report.html").as_uri()], capture_output=True,
+                   timeout=180, check=True)
+    image = Image.open(shot).convert("L")
+    assert image.size == (1400, 2000)
+    histogram = image.histogram()
+    ink = sum(histogram[:200]) / (1400 * 2000)
+    assert 0.02 < ink < 0.6, ink            # text, tables and a figure on a mostly white page
+    assert sum(1 for count in histogram if count) > 50      # anti-aliased text and plots, not a flat fill
 
 
 def test_eval_reloads_the_demo_weights_and_matches_the_demo(demo_dir, tmp_path, capsys):

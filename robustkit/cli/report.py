@@ -1,6 +1,7 @@
 """``robustkit report``: rewrite results.csv and report.html of a finished run."""
 from __future__ import annotations
 
+import json
 import pathlib
 
 
@@ -11,8 +12,10 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     from robustkit.cli.specs import SpecError
-    from robustkit.eval.report import write_report
+    from robustkit.eval.report import headline_text, write_report
     if not (pathlib.Path(args.out) / "results.json").is_file():
         raise SpecError(f"out: no results.json in {args.out!r}")
-    print(f"report: {write_report(args.out)}")
+    path = write_report(args.out)
+    print("\n".join(headline_text(json.loads((pathlib.Path(args.out) / "results.json").read_text()))))
+    print(f"report: {path}")
     return 0

@@ -15,7 +15,7 @@ from typing import Any, Dict, Optional
 import torch
 from torch import nn
 
-from robustkit.attacks.base import Attack, MinimalNormAttack
+from robustkit.attacks.base import Attack, FixedBudgetAttack, MinimalNormAttack
 
 _SIMPLE = (bool, int, float, str, type(None))
 
@@ -29,8 +29,12 @@ def _plain(value: Any) -> Any:
 
 
 def describe_attack(attack: Attack) -> Dict[str, Any]:
-    """Class, family, norm/eps and the plain-valued hyperparameters of ``attack`` (its seed excluded: the
-    runner seeds every batch itself)."""
+    """Class, family, kind, norm/eps and the plain-valued hyperparameters of ``attack`` (its seed excluded:
+    the runner seeds every batch itself).
+
+    ``kind`` is ``"fixed_budget"`` (a :class:`FixedBudgetAttack`: robust accuracy at its ``eps`` is its
+    measure), ``"minimal_norm"`` (a :class:`MinimalNormAttack`: it searches until it succeeds, so its
+    perturbation norms are the measure) or ``"other"``; the report's headline uses only fixed-budget attacks."""
     params: Dict[str, Any] = {}
     for key, value in vars(attack).items():
         if key.startswith("_") or key in ("models", "ensemble", "seed"):
@@ -43,7 +47,9 @@ def describe_attack(attack: Attack) -> Dict[str, Any]:
     # a minimal-norm attack's one run gives the whole accuracy-vs-eps curve in the norm it minimises
     minimal = attack.norm if isinstance(attack, MinimalNormAttack) else None
     params["ensemble_weights"] = attack.ensemble.weights
-    return {"class": name, "family": name.lower(), "models": len(attack.models),
+    kind = ("fixed_budget" if isinstance(attack, FixedBudgetAttack) else
+            "minimal_norm" if isinstance(attack, MinimalNormAttack) else "other")
+    return {"class": name, "family": name.lower(), "kind": kind, "models": len(attack.models),
             "eps": _plain(getattr(attack, "eps", None)), "norm": _plain(getattr(attack, "norm", None)),
             "minimal_norm": minimal, "params": params}
 

@@ -1,27 +1,27 @@
 """Reports of a finished run, built only from ``DIR/results.json`` (and the example images in
 ``DIR/examples.pt``): ``DIR/results.csv``, PNG plots under ``DIR/plots/`` and a self-contained
-``DIR/report.html`` (the plots are embedded, so the file can be mailed on its own).
+``DIR/report.html`` (the plots are embedded, so the file can be mailed on its own; the page is laid out in
+:mod:`robustkit.eval.report_html`).
 
 Every number in the HTML tables is rendered from ``results.json``; each cell carries the exact value in a
 ``data-value`` attribute so that the report can be checked against the JSON mechanically.
 """
 from __future__ import annotations
 
-import base64
 import csv
-import html
-import json
 import pathlib
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional
 
 import torch
 
 from robustkit.eval.storage import read_json, write_atomic
+from robustkit.eval.summary import FIXED_BUDGET, MINIMAL_NORM, attack_kind, budget_groups
 
-#: (metric key, column title) of the summary table, in order.
-SUMMARY_COLUMNS = (("clean_accuracy", "clean acc"), ("robust_accuracy", "robust acc"),
-                   ("attack_success_rate", "success"), ("fooling_ratio", "fooling"), ("l2_median", "median L2"),
-                   ("linf_median", "median L-inf"), ("rho2", "rho2"), ("eps_ref", "eps_ref"))
+#: Columns results.csv adds after the metrics (so that readers of the older columns keep working): what each
+#: attack was run with, from its description in results.json.
+SETTING_COLUMNS = ("attack_type", "norm", "eps", "steps", "restarts", "eot")
+
+NORM_NAMES = {"linf": "L-inf", "l2": "L2", "l1": "L1", "l0": "L0"}
 
 
 def fmt(value) -> str:
@@ -38,26 +38,63 @@ def fmt(value) -> str:
     return f"{value:.4g}" if abs(value) < 1e-3 and value != 0 else f"{value:.4f}"
 
 
+def norm_name(norm) -> str:
+    return NORM_NAMES.get(norm, str(norm))
+
+
+def attack_settings(meta: dict) -> Dict[str, object]:
+    """The :data:`SETTING_COLUMNS` of one attack description (None where the attack has no such setting)."""
+    params = meta.get("params") or {}
+    return {"attack_type": attack_kind(meta), "norm": meta.get("norm"), "eps": meta.get("eps"),
+            "steps": params.get("steps"), "restarts": params.get("restarts"), "eot": params.get("eot")}
+
+
 def summary_rows(results: dict) -> List[Dict[str, object]]:
-    """One row per attack: name, the summary metrics and img/s (what the CLI prints and the CSV holds)."""
+    """One row per attack: name, the summary metrics and img/s (what the CLI prints), then the
+    :data:`SETTING_COLUMNS` (what the attack was run with)."""
     rows = []
     for name, entry in results["attacks"].items():
         row: Dict[str, object] = {"attack": name}
         row.update(entry["metrics"])
         row["images_per_second"] = entry["timing"]["images_per_second"]
+        row.update(attack_settings(entry.get("attack") or {}))
         rows.append(row)
     return rows
 
 
 def write_csv(results: dict, path: pathlib.Path) -> None:
+    """results.csv: ``attack``, every metric, ``images_per_second``, then :data:`SETTING_COLUMNS` last."""
     rows = summary_rows(results)
     columns: List[str] = []
     for row in rows:
-        columns += [k for k in row if k not in columns]
+        columns += [k for k in row if k not in columns and k not in SETTING_COLUMNS]
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
+        writer = csv.DictWriter(f, fieldnames=columns + list(SETTING_COLUMNS))
         writer.writeheader()
         writer.writerows(rows)
+
+
+def headline_text(results: dict) -> List[str]:
+    """The report's headline as plain lines (the CLI prints them under its table): the worst-case robust
+    accuracy over the fixed-budget attacks at the headline budget, then one line per minimal-norm attack."""
+    lines = []
+    worst = results.get("worst_case")
+    if worst and "by_budget" in worst:
+        lines.append(f"worst-case robust accuracy {fmt(worst['robust_accuracy'])} at {norm_name(worst['norm'])} "
+                     f"eps = {fmt(worst['eps'])} (an image counts when it survives every fixed-budget attack at "
+                     f"that eps: {', '.join(worst['attacks'])}; strongest single attack {worst['strongest']})")
+    elif budget_groups({n: e["attack"] for n, e in results["attacks"].items()}):
+        lines.append("this results.json predates the per-budget worst case: rerun the evaluation to get it")
+    else:
+        lines.append("no fixed-budget attack: robust accuracy is not reported (see the minimal-norm attacks)")
+    for name, entry in results["attacks"].items():
+        if attack_kind(entry["attack"]) == MINIMAL_NORM:
+            m, norm = entry["metrics"], entry["attack"].get("minimal_norm") or entry["attack"].get("norm")
+            key = "linf" if norm == "linf" else "l2"
+            lines.append(f"{name} (minimal-norm, {norm_name(norm)}): median {norm_name(norm)} "
+                         f"{fmt(m.get(key + '_median'))}, mean {fmt(m.get(key + '_mean'))}, success rate "
+                         f"{fmt(m.get('attack_success_rate'))}")
+    return lines
 
 
 def write_report(out_dir) -> pathlib.Path:
@@ -66,15 +103,30 @@ def write_report(out_dir) -> pathlib.Path:
     results = _read_results(out_dir / "results.json")
     write_atomic(out_dir / "results.csv", lambda tmp: write_csv(results, tmp))
     from robustkit.eval import plots   # matplotlib is an optional dependency, imported only here
+    from robustkit.eval.report_html import render
 
-    figures = plots.all_figures(results, _read_examples(out_dir / "examples.pt"))
+    examples = _read_examples(out_dir / "examples.pt")
+    figures = plots.all_figures(results, examples)
     plot_dir = out_dir / "plots"
     plot_dir.mkdir(exist_ok=True)
-    for name, png in figures.items():
+    for stale in plot_dir.glob("*.png"):          # pages of an earlier report that this one does not have
+        stale.unlink()
+    for name, png in _pngs(figures).items():
         write_atomic(plot_dir / f"{name}.png", lambda tmp: tmp.write_bytes(png))
     path = out_dir / "report.html"
-    write_atomic(path, lambda tmp: tmp.write_text(_html(results, figures)))
+    write_atomic(path, lambda tmp: tmp.write_text(render(results, figures, has_examples=examples is not None),
+                                                  encoding="utf-8"))
     return path
+
+
+def _pngs(figures: Dict[str, object]) -> Dict[str, bytes]:
+    out: Dict[str, bytes] = {}
+    for name, figure in figures.items():
+        if isinstance(figure, bytes):
+            out[name] = figure
+        elif figure is not None:
+            out.update(zip(figure.page_names(), (png for _, png in figure.pages)))
+    return out
 
 
 def _read_results(path: pathlib.Path) -> dict:
@@ -84,7 +136,7 @@ def _read_results(path: pathlib.Path) -> dict:
     return results
 
 
-def _read_examples(path: pathlib.Path):
+def _read_examples(path: pathlib.Path) -> Optional[dict]:
     if not path.exists():
         return None
     try:
@@ -94,88 +146,5 @@ def _read_examples(path: pathlib.Path):
                          "and rerun the evaluation with resume to regenerate it") from None
 
 
-# ---- HTML ---------------------------------------------------------------------------------------------
-
-def _cell(value, key: str, tag: str = "td") -> str:
-    raw = "" if value is None else (value if isinstance(value, str) else repr(value))
-    return (f'<{tag} data-key="{html.escape(key)}" data-value="{html.escape(str(raw))}">'
-            f'{html.escape(fmt(value))}</{tag}>')
-
-
-def _table(headers: Sequence[str], rows: List[str]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
-
-
-def _summary_table(results: dict) -> str:
-    rows = []
-    for row in summary_rows(results):
-        name = str(row["attack"])
-        cells = [f"<td>{html.escape(name)}</td>"]
-        cells += [_cell(row.get(key), f"attacks/{name}/metrics/{key}") for key, _ in SUMMARY_COLUMNS]
-        cells.append(_cell(row["images_per_second"], f"attacks/{name}/timing/images_per_second"))
-        rows.append(f"<tr>{''.join(cells)}</tr>")
-    return _table(["attack"] + [title for _, title in SUMMARY_COLUMNS] + ["img/s"], rows)
-
-
-def _class_table(per_class: dict, prefix: str) -> str:
-    rows = []
-    for which in ("top", "bottom"):
-        for i, (cls, acc) in enumerate(per_class[which]):
-            rows.append(f"<tr><td>{which}</td>{_cell(cls, f'{prefix}/{which}/{i}/0')}"
-                        f"{_cell(acc, f'{prefix}/{which}/{i}/1')}</tr>")
-    return _table(["", "class", "accuracy"], rows)
-
-
-def _transfer_table(transfer: dict) -> str:
-    rows = []
-    for i, source in enumerate(transfer["sources"]):
-        cells = "".join(_cell(v, f"transfer/matrix/{i}/{j}") for j, v in enumerate(transfer["matrix"][i]))
-        rows.append(f"<tr><td>{html.escape(source)}</td>{cells}</tr>")
-    return _table(["source \\ target"] + transfer["targets"], rows)
-
-
-def _img(figures: Dict[str, bytes], name: str, caption: str) -> str:
-    if name not in figures:
-        return ""
-    data = base64.b64encode(figures[name]).decode()
-    return f'<figure><img src="data:image/png;base64,{data}" alt="{name}"><figcaption>{caption}</figcaption></figure>'
-
-
-def _html(results: dict, figures: Dict[str, bytes]) -> str:
-    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>robustkit evaluation</title><style>"
-             "body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse;margin:1em 0}"
-             "td,th{border:1px solid #bbb;padding:2px 8px;text-align:right}img{max-width:100%}</style></head><body>",
-             "<h1>robustkit evaluation</h1>",
-             f"<p>{results['n']} images; clean accuracy "
-             f"{_cell(results['clean']['accuracy'], 'clean/accuracy', 'span')}"
-             "</p>"]
-    if "worst_case" in results:
-        worst = results["worst_case"]["robust_accuracy"]
-        parts.append("<p>worst case over all attacks: robust accuracy "
-                     f"{_cell(worst, 'worst_case/robust_accuracy', 'span')}"
-                     "</p>")
-    if results.get("warnings"):
-        parts += ["<h2>Warnings</h2><ul>"] + [f"<li><b>{html.escape(w['code'])}</b>: {html.escape(w['message'])}</li>"
-                                             for w in results["warnings"]] + ["</ul>"]
-    parts += ["<h2>Attacks</h2>", _summary_table(results)]
-    parts.append(_img(figures, "accuracy_vs_eps", "Accuracy vs perturbation budget"))
-    if "transfer" in results:
-        parts += ["<h2>Transfer (success rate, rows: source, columns: target)</h2>",
-                  _transfer_table(results["transfer"]), _img(figures, "transfer", "Transfer matrix")]
-    if "per_class" in results["clean"]:
-        parts += ["<h2>Per-class accuracy (clean)</h2>",
-                  _class_table(results["clean"]["per_class"], "clean/per_class")]
-    for name, entry in results["attacks"].items():
-        if "per_class" in entry:
-            parts += [f"<h3>Per-class robust accuracy under {html.escape(name)}</h3>",
-                      _class_table(entry["per_class"], f"attacks/{name}/per_class")]
-    parts.append(_img(figures, "confusion", "Clean (rows) vs adversarial (columns) predictions"))
-    parts.append(_img(figures, "examples", "Clean, adversarial and amplified perturbation (first images)"))
-    parts.append(_img(figures, "gradcam", "Grad-CAM on clean and adversarial images"))
-    meta = {k: results[k] for k in ("settings", "software", "device") if k in results}
-    parts += ["<h2>Settings</h2><pre>", html.escape(json.dumps(meta, indent=1)), "</pre></body></html>"]
-    return "\n".join(parts)
-
-
-__all__ = ["write_report", "write_csv", "summary_rows", "fmt", "SUMMARY_COLUMNS"]
+__all__ = ["write_report", "write_csv", "summary_rows", "headline_text", "attack_settings", "fmt", "norm_name",
+           "SETTING_COLUMNS", "FIXED_BUDGET", "MINIMAL_NORM"]
