@@ -60,7 +60,4 @@ def run(args) -> int:
     print(f"LeNet on MNIST test, L-inf eps = {DEMO_EPS} for the fixed-budget attacks (FGSM also at "
           f"{', '.join(map(str, DEMO_FGSM_SWEEP))}); model: {pathlib.Path(out) / 'model.pt'}")
     options.print_summary(results, out)
-    if options.is_rank0():
-        from robustkit.eval.report import headline_text
-        print("\n".join(headline_text(results)))
     return 0
