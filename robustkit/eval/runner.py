@@ -34,7 +34,8 @@ TARGETS = (None, "least_likely", "random")
 
 def batch_seed(seed: int, batch: int, attack_index: int) -> int:
     """The seed of one attack on one batch: a function of (seed, batch index, attack index) only, so a batch
-    gets the same randomness whether it runs first, after a resume, or on another rank."""
+    gets the same randomness whether it runs first, after a resume, or on another rank. Attack index -1 seeds
+    the batch's clean forwards, -2 the report's example forwards (Grad-CAM of batch 0)."""
     digest = hashlib.sha256(f"{seed}:{batch}:{attack_index}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
@@ -53,7 +54,10 @@ def evaluate(model: nn.Module, data: DataSpec, attacks: Union[Mapping[str, Attac
     every finished batch is appended to ``out/records/rank-<r>.jsonl``. Called again with the same arguments
     (``resume=True``), it skips the finished batches and ends with the same numbers as an uninterrupted run;
     it refuses to resume a directory written with other settings. Each attack's randomness on batch ``b`` is
-    seeded from ``(seed, b)`` (:func:`batch_seed`). Under ``torchrun`` every rank runs every ``world``-th
+    seeded from ``(seed, b)`` (:func:`batch_seed`), and so is the model's: torch's global generator and every
+    ``torch.Generator`` a module holds (``RandomResizePad(seed=...)``'s) are reseeded for each batch's clean
+    forward and each attack (:func:`seeded`), then restored, so a randomized model resumed mid-run makes the
+    draws of an uninterrupted run. Under ``torchrun`` every rank runs every ``world``-th
     batch, rank 0 merges the records, and all ranks return the merged results.
 
     Args:
