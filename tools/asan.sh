@@ -56,7 +56,9 @@ echo "asan: building robustkit._C with $SAN (CPU only; MAX_JOBS=${MAX_JOBS:-2})"
 ) || { tail -40 "$DIR/build.log"; echo "asan: build failed (log: $DIR/build.log)"; exit 2; }
 built=$(date +%s)
 SO="$(ls "$SRC"/robustkit/_C*.so)"
-if ! ldd "$SO" | grep -q libasan; then
+# not `ldd | grep -q`: under pipefail, grep -q's early exit can kill ldd with SIGPIPE and fail a build that is
+# linked right (3 in 40 tries here)
+if ! grep -q libasan <<<"$(ldd "$SO")"; then
   echo "asan: $SO is not linked against libasan; the sanitizer flags did not reach the build"; exit 2
 fi
 echo "asan: built $SO in $((built - start)) s"
@@ -69,8 +71,10 @@ export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=0:log_path=$LOGS/ubsan"
 cd "$SRC"
 # The copy's robustkit must be the one imported, with the instrumented _C (an editable install of another
 # checkout would otherwise supply its own _C through its import finder).
+# torch first: it loads libc10/libtorch, which _C needs and does not find on its own (robustkit's own import
+# of torch is lazy)
 LD_PRELOAD="$PRELOAD" PYTHONPATH="$SRC" "$PYTHON" -c "
-import robustkit, robustkit._C as c, sys
+import torch, robustkit, robustkit._C as c, sys
 assert robustkit.__file__.startswith('$SRC') and c.__file__.startswith('$SRC'), (robustkit.__file__, c.__file__)
 print('asan: importing', c.__file__)"
 
