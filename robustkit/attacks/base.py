@@ -405,11 +405,7 @@ class Attack:
     def _check_inputs(self, x: Tensor, y: Tensor) -> Tensor:
         """Validates ``x`` and ``y``; returns ``y`` as int64."""
         name = type(self).__name__
-        if not isinstance(x, Tensor) or not x.is_floating_point():
-            got = _dtype_name(x.dtype) if isinstance(x, Tensor) else type(x).__name__
-            raise TypeError(f"{name}: x must be a floating-point tensor of images in [0, 1], got {got}")
-        if x.dim() < 2:
-            raise ValueError(f"{name}: x must be [B, ...] (images [B, C, H, W]), got shape {list(x.shape)}")
+        check_image_type(name, x)
         if not isinstance(y, Tensor) or y.shape != (x.shape[0],) or y.is_floating_point() or y.is_complex() \
                 or y.dtype == torch.bool:
             got = f"{_dtype_name(y.dtype)} {list(y.shape)}" if isinstance(y, Tensor) else type(y).__name__
@@ -425,15 +421,7 @@ class Attack:
             raise TypeError(f"{name}: x is {_dtype_name(x.dtype)} but the model's parameters are "
                             f"{_dtype_name(model_dtype)}; pass x.to({_dtype_name(model_dtype, 'torch.')}) (for "
                             "mixed precision use amp=True)")
-        if x.numel():
-            finite = torch.isfinite(x)
-            if not bool(finite.all()):
-                bad = (~finite).flatten(1).any(dim=1).nonzero()[0].item()
-                raise ValueError(f"{name}: x must be finite, got NaN or inf in sample {bad}")
-            low, high = x.min().item(), x.max().item()
-            if low < 0 or high > 1:
-                raise ValueError(f"{name}: x must hold pixel values in [0, 1] (put robustkit.nn.Normalize inside "
-                                 f"the model instead of normalising the input), got range [{low:.4g}, {high:.4g}]")
+        check_image_values(name, x)
         y = y.long()
         if y.numel() and int(y.min()) < 0:
             raise ValueError(f"{name}: y must hold classes >= 0, got {int(y.min())}")
@@ -516,6 +504,43 @@ def _as_ensemble(owner: str, value, argument: str) -> Ensemble:
     return Ensemble(list(value))
 
 
+def check_image_type(owner: str, x, argument: str = "x") -> None:
+    """A one-line error naming ``argument`` unless ``x`` is a floating-point tensor shaped like a batch:
+    ``[B, C, H, W]`` images, or ``[B, D]`` features. A 3-D tensor is refused because PyTorch's conv layers read
+    it as one unbatched image, so a batch of grey images without its channel dim would fail deep inside the
+    model (or, with B equal to the channel count, be classified as a single image)."""
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        got = _dtype_name(x.dtype) if isinstance(x, Tensor) else type(x).__name__
+        raise TypeError(f"{owner}: {argument} must be a floating-point tensor of images in [0, 1], got {got}")
+    if x.dim() < 2:
+        raise ValueError(f"{owner}: {argument} must be [B, ...] (images [B, C, H, W]), got shape {list(x.shape)}")
+    if x.dim() == 3:
+        raise ValueError(f"{owner}: {argument} must be [B, C, H, W] images or [B, D] features, got 3-D shape "
+                         f"{list(x.shape)} (one-channel images need their channel dim: {argument}.unsqueeze(1))")
+
+
+def check_image_values(owner: str, x: Tensor, argument: str = "x") -> None:
+    """A one-line error naming ``argument`` unless every value of ``x`` is finite and in [0, 1] (NaN would pass
+    a plain ``x.min() < 0`` test: every comparison with NaN is False)."""
+    if not x.numel():
+        return
+    finite = torch.isfinite(x)
+    if not bool(finite.all()):
+        bad = (~finite).flatten(1).any(dim=1).nonzero()[0].item()
+        raise ValueError(f"{owner}: {argument} must be finite, got NaN or inf in sample {bad}")
+    low, high = x.min().item(), x.max().item()
+    if low < 0 or high > 1:
+        raise ValueError(f"{owner}: {argument} must hold pixel values in [0, 1] (put robustkit.nn.Normalize inside "
+                         f"the model instead of normalising the input), got range [{low:.4g}, {high:.4g}]")
+
+
+def check_images(owner: str, x, argument: str = "x") -> None:
+    """:func:`check_image_type` and :func:`check_image_values`: the checks every entry point that takes images
+    runs (the attacks, ``training.fit``, the defenses' objectives)."""
+    check_image_type(owner, x, argument)
+    check_image_values(owner, x, argument)
+
+
 def _module_float_dtype(m: nn.Module) -> Optional[torch.dtype]:
     """The dtype of the model's first floating-point parameter (None for a model without one)."""
     for t in m.parameters():
@@ -533,4 +558,5 @@ def _dtype_name(dtype: torch.dtype, prefix: str = "") -> str:
 
 
 __all__ = ["Attack", "AttackResult", "AttackOutput", "AttackOptions", "FixedBudgetAttack", "MinimalNormAttack",
-           "perturbation_norms", "is_success", "TargetSpec"]
+           "perturbation_norms", "is_success", "TargetSpec", "check_images", "check_image_type",
+           "check_image_values"]

@@ -100,6 +100,8 @@ class KNNLabeler:
         y = _as_labels(y_train, "y_train", x.shape[0]).to(x.device)
         if x.shape[0] == 0:
             raise ValueError("x_train must hold at least one image")
+        if self.k > x.shape[0]:
+            raise ValueError(f"k must be <= the number of training images ({x.shape[0]}), got {self.k}")
         self.num_classes_ = int(y.max()) + 1 if num_classes is None else int(num_classes)
         if int(y.min()) < 0 or int(y.max()) >= self.num_classes_:
             raise ValueError(f"y_train must hold labels in [0, {self.num_classes_}), got "
@@ -273,7 +275,12 @@ def _as_matrix(x: ArrayLike, name: str) -> Tensor:
         raise TypeError(f"{name} must hold floating-point pixels (e.g. images in [0, 1]), got {x.dtype}")
     if x.dim() < 2:
         raise ValueError(f"{name} must be [N, ...] with at least one feature dimension, got {list(x.shape)}")
-    return x.detach().reshape(x.shape[0], math.prod(x.shape[1:])).float()  # explicit width: -1 fails for N = 0
+    matrix = x.detach().reshape(x.shape[0], math.prod(x.shape[1:])).float()  # explicit width: -1 fails for N = 0
+    finite = torch.isfinite(matrix).all(dim=1)
+    if not bool(finite.all()):      # a NaN row would still get a label, or break the PCA's eigensolver
+        row = int((~finite).nonzero()[0, 0])
+        raise ValueError(f"{name} must be finite, got NaN or inf in row {row}")
+    return matrix
 
 
 def _as_labels(y: ArrayLike, name: str, n: int) -> Tensor:

@@ -3,11 +3,14 @@
 A line is written and flushed to disk as soon as its batch is finished, so an interrupted run loses at most
 the batch in flight. A line cut short by the interruption is removed when the file is opened again.
 Floats are written with Python's shortest round-tripping repr, so a resumed run reads back exactly the
-numbers it wrote; NaN and infinities as in :mod:`robustkit.eval.storage` (standard JSON). Every record carries
-the fingerprint of its run's settings, so a resume can prove that a record belongs to it.
+numbers it wrote; NaN and infinities as in :mod:`robustkit.eval.storage` (standard JSON, as results.json).
+Every record carries the fingerprint of its run's settings, so a resume can prove that a record belongs to it,
+and a checksum of its own content (:func:`record_checksum`), so that a line changed after it was written (a
+flipped digit that still parses, an edit by hand) is refused instead of summed.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pathlib
@@ -44,8 +47,24 @@ RECORD_KEYS = ("batch", "index", "y", "clean_pred", "num_classes", "x_l2", "x_li
                "fingerprint")
 
 
+CHECKSUM = "checksum"
+
+
 class RecordError(ValueError):
     """A record line that parses but cannot be shown to belong to this run; the message names file and line."""
+
+
+def record_checksum(record: dict) -> str:
+    """SHA-256 (16 hex digits) of ``record``'s canonical JSON: every key but ``"checksum"``, keys sorted, no
+    spaces, floats in shortest repr, NaN and infinities in the run-directory encoding. A record reads back from
+    its line as exactly these values, so the checksum of what was read equals the one written with it."""
+    body = {k: v for k, v in record.items() if k != CHECKSUM}
+    return hashlib.sha256(dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def seal(record: dict) -> dict:
+    """``record`` with its ``"checksum"`` (what :class:`RecordWriter` writes)."""
+    return {**{k: v for k, v in record.items() if k != CHECKSUM}, CHECKSUM: record_checksum(record)}
 
 
 def _lines(path: pathlib.Path) -> Iterator[Tuple[int, bytes]]:
@@ -64,6 +83,13 @@ def _check(record, where: str, fingerprint: Optional[str], batches: Optional[Seq
         raise RecordError(f"records: {where} is not a batch record ({what}); remove the line or choose another "
                           "directory")
     batch = record["batch"]
+    if CHECKSUM not in record:
+        raise RecordError(f"records: {where} (batch {batch!r}) has no checksum (it was written by a robustkit that "
+                          "did not record one), so it cannot be shown intact; delete the directory's records/ "
+                          "folder to recompute its batches, or choose another directory")
+    if record[CHECKSUM] != record_checksum(record):
+        raise RecordError(f"records: {where} (batch {batch!r}) does not match its checksum: the line changed after "
+                          "it was written; delete the line to recompute its batch, or choose another directory")
     if fingerprint is not None and record["fingerprint"] != fingerprint:
         raise RecordError(f"records: {where} (batch {batch}) was written with other settings (fingerprint "
                           f"{record['fingerprint']}, this run {fingerprint}); use another directory")
@@ -86,9 +112,10 @@ def read_records(out: pathlib.Path, *, fingerprint: Optional[str] = None,
 
     A line that is not UTF-8 JSON (the trace of a crash or a bad disk) is skipped with a warning naming its
     file and line, so its batch is redone. A line that parses but is not a record of this run raises
-    :class:`RecordError` naming file and line: not a record, another ``fingerprint`` (the hash of the run's
-    settings that every record carries), a batch outside ``batches`` (the plan: image indices per batch) or
-    other images than the plan's, or other ``attacks``."""
+    :class:`RecordError` naming file and line: not a record, no checksum or one its content does not match
+    (:func:`record_checksum`), another ``fingerprint`` (the hash of the run's settings that every record
+    carries), a batch outside ``batches`` (the plan: image indices per batch) or other images than the
+    plan's, or other ``attacks``."""
     by_batch: Dict[int, dict] = {}
     for path in sorted((out / RECORDS).glob("rank-*.jsonl")):
         for number, line in _lines(path):
@@ -116,7 +143,7 @@ class RecordWriter:
 
     def write(self, record: dict) -> None:
         with names_disk_full(self.path):
-            self._file.write(dumps(record, separators=(",", ":")) + "\n")
+            self._file.write(dumps(seal(record), separators=(",", ":")) + "\n")
             self._file.flush()
             os.fsync(self._file.fileno())
 
@@ -157,5 +184,5 @@ def iter_transfer_columns(records: List[dict], attack: str) -> Iterator[tuple]:
         yield name, torch.tensor(clean, dtype=torch.int64), torch.tensor(adv, dtype=torch.int64)
 
 
-__all__ = ["record_path", "has_records", "read_records", "RecordWriter", "RecordError", "RECORD_KEYS", "column",
-           "iter_transfer_columns"]
+__all__ = ["record_path", "has_records", "read_records", "RecordWriter", "RecordError", "RECORD_KEYS", "CHECKSUM",
+           "record_checksum", "seal", "column", "iter_transfer_columns"]

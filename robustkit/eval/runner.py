@@ -1,13 +1,14 @@
 """The streaming, resumable, shardable evaluation loop: :func:`evaluate`."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import pathlib
 import time
 import warnings
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
@@ -33,7 +34,8 @@ TARGETS = (None, "least_likely", "random")
 
 def batch_seed(seed: int, batch: int, attack_index: int) -> int:
     """The seed of one attack on one batch: a function of (seed, batch index, attack index) only, so a batch
-    gets the same randomness whether it runs first, after a resume, or on another rank."""
+    gets the same randomness whether it runs first, after a resume, or on another rank. Attack index -1 seeds
+    the batch's clean forwards, -2 the report's example forwards (Grad-CAM of batch 0)."""
     digest = hashlib.sha256(f"{seed}:{batch}:{attack_index}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
@@ -52,7 +54,10 @@ def evaluate(model: nn.Module, data: DataSpec, attacks: Union[Mapping[str, Attac
     every finished batch is appended to ``out/records/rank-<r>.jsonl``. Called again with the same arguments
     (``resume=True``), it skips the finished batches and ends with the same numbers as an uninterrupted run;
     it refuses to resume a directory written with other settings. Each attack's randomness on batch ``b`` is
-    seeded from ``(seed, b)`` (:func:`batch_seed`). Under ``torchrun`` every rank runs every ``world``-th
+    seeded from ``(seed, b)`` (:func:`batch_seed`), and so is the model's: torch's global generator and every
+    ``torch.Generator`` a module holds (``RandomResizePad(seed=...)``'s) are reseeded for each batch's clean
+    forward and each attack (:func:`seeded`), then restored, so a randomized model resumed mid-run makes the
+    draws of an uninterrupted run. Under ``torchrun`` every rank runs every ``world``-th
     batch, rank 0 merges the records, and all ranks return the merged results.
 
     Args:
@@ -252,7 +257,11 @@ def _resolve_data(data: DataSpec):
     if isinstance(data, Dataset):
         return data, None, 0, None
     if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, Tensor) for t in data):
-        return TensorDataset(*data), None, 0, None
+        images, labels = data
+        if images.dim() == 0 or labels.dim() == 0 or images.shape[0] != labels.shape[0]:
+            raise ValueError(f"evaluate: data must be an (images, labels) pair of the same length, got "
+                             f"{list(images.shape)} images and {list(labels.shape)} labels")
+        return TensorDataset(images, labels), None, 0, None
     raise TypeError(f"evaluate: data must be a DataLoader, a Dataset or an (images, labels) pair of tensors, "
                     f"got {type(data).__name__}")
 
@@ -282,8 +291,36 @@ def _write_checks(out_dir, model, dataset, named, collate, device, level, traini
 
 
 def _loader(dataset, batches, num_workers, collate):
+    """The ``(images, labels)`` batches of ``batches`` (lists of dataset indices), each checked."""
     kwargs = {"collate_fn": collate} if collate is not None else {}
-    return DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, **kwargs)
+    for batch in DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, **kwargs):
+        yield _check_batch(batch)
+
+
+def _check_batch(batch):
+    """A one-line error naming ``data`` unless a loaded batch is an (images tensor, integer labels [B]) pair."""
+    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+        got = f"{len(batch)} items" if isinstance(batch, (tuple, list)) else type(batch).__name__
+        raise TypeError(f"evaluate: data must yield (image, label) pairs, got batches of {got}")
+    x, y = batch
+    if not isinstance(x, Tensor) or not isinstance(y, Tensor):
+        raise TypeError(f"evaluate: data must yield (image tensor, integer label) pairs, got batches "
+                        f"of ({type(x).__name__}, {type(y).__name__})")
+    if x.dim() == 0 or y.shape != (x.shape[0],) or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise ValueError(f"evaluate: data labels must be integer classes, one per image, got "
+                         f"{str(y.dtype).replace('torch.', '')} {list(y.shape)} labels for images {list(x.shape)}")
+    return x, y
+
+
+def _logits(who: str, model: nn.Module, x: Tensor) -> Tensor:
+    """``model(x)``, refused with a one-line error naming ``who`` unless it is ``[B, num_classes]`` logits."""
+    out = model(x)
+    if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != x.shape[0] or not out.is_floating_point():
+        got = f"{str(out.dtype).replace('torch.', '')} {list(out.shape)}" if isinstance(out, Tensor) \
+            else type(out).__name__
+        raise ValueError(f"evaluate: {who} must return [B, num_classes] floating-point logits for images "
+                         f"{list(x.shape)}, got {got}")
+    return out
 
 
 def _plan_run(out_dir, settings, resume, dataset, model, correct_for, only_correct, per_class, limit, batch_size,
@@ -330,15 +367,16 @@ def _select(dataset, model, correct_for, only_correct, per_class, limit, batch_s
     n = len(dataset)
     if not only_correct and per_class is None:
         return list(range(n if limit is None else min(n, limit)))
-    judges = [model, *correct_for] if only_correct else []
+    judges = [("model", model), *((f"correct_for[{i}]", m) for i, m in enumerate(correct_for))] if only_correct \
+        else []
     chunks = [list(range(i, min(n, i + batch_size))) for i in range(0, n, batch_size)]
     selection: List[int] = []
     counts: Dict[int, int] = {}
     for indices, (x, y) in zip(chunks, _loader(dataset, chunks, 0, collate)):
         x, y = x.to(device), y.to(device)
         keep = torch.ones_like(y, dtype=torch.bool)
-        for judge in judges:
-            keep &= judge(x).argmax(dim=1) == y
+        for who, judge in judges:
+            keep &= _logits(who, judge, x).argmax(dim=1) == y
         for index, kept, label in zip(indices, keep.tolist(), y.tolist()):
             if not kept or (per_class is not None and counts.get(label, 0) >= per_class):
                 continue
@@ -357,21 +395,25 @@ def _run_batches(model, dataset, batches, todo, attacks, transfer_to, out_dir, r
     bar = tqdm(total=total, initial=done_images, unit="img", disable=not progress, desc=f"eval {out_dir.name}",
                dynamic_ncols=True)
     robust, seen = 0, 0
+    generators = module_generators([model, *transfer_to.values(), *(m for atk in attacks.values() for m in atk.models)])
     try:
         if redo_examples:
             (x, y), = _loader(dataset, [batches[0]], 0, collate)
             x, y = x.to(device), y.to(device)
-            record, advs = _evaluate_batch(model, x, y, 0, attacks, transfer_to, seed, device, target)
-            _save_examples(out_dir, model, x[:examples], y[:examples], record, advs, examples)
+            record, advs = _evaluate_batch(model, x, y, 0, attacks, transfer_to, seed, device, target, generators)
+            with seeded(batch_seed(seed, 0, -2), device, generators):       # Grad-CAM's forwards
+                _save_examples(out_dir, model, x[:examples], y[:examples], record, advs, examples)
         with RecordWriter(out_dir, rank) as writer:
             for b, (x, y) in zip(todo, _loader(dataset, [batches[b] for b in todo], num_workers, collate)):
                 x, y = x.to(device), y.to(device)
-                record, advs = _evaluate_batch(model, x, y, b, attacks, transfer_to, seed, device, target)
+                record, advs = _evaluate_batch(model, x, y, b, attacks, transfer_to, seed, device, target,
+                                               generators)
                 record["index"] = batches[b]
                 record["fingerprint"] = fingerprint
                 writer.write(record)
                 if b == 0 and examples > 0:
-                    _save_examples(out_dir, model, x[:examples], y[:examples], record, advs, examples)
+                    with seeded(batch_seed(seed, 0, -2), device, generators):
+                        _save_examples(out_dir, model, x[:examples], y[:examples], record, advs, examples)
                 survived = torch.tensor(record["clean_pred"]) == torch.tensor(record["y"])
                 for entry in record["attacks"].values():
                     survived &= torch.tensor(entry["pred"]) == torch.tensor(record["y"])
@@ -387,37 +429,71 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def module_generators(models: Sequence[nn.Module]) -> List[torch.Generator]:
+    """The ``torch.Generator`` attributes of every module of ``models`` (e.g. ``RandomResizePad(seed=...)``'s),
+    each once, in module order: the randomness a model carries itself, which the runner reseeds per batch."""
+    found: Dict[int, torch.Generator] = {}
+    for model in models:
+        for module in model.modules():
+            for value in vars(module).values():
+                if isinstance(value, torch.Generator):
+                    found.setdefault(id(value), value)
+    return list(found.values())
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device, generators: Sequence[torch.Generator] = ()) -> Iterator[None]:
+    """Inside: torch's global generators (CPU, and ``device`` when CUDA) seeded with ``seed``, and each of
+    ``generators`` with a seed derived from ``(seed, its position)``; every state is restored on exit. So the
+    draws of a randomized model (a random input transform, dropout left on) inside are a function of ``seed``
+    alone, not of how many batches ran before in this process."""
+    saved = [g.get_state() for g in generators]
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            for position, generator in enumerate(generators):
+                generator.manual_seed(batch_seed(seed, position, 0))
+            yield
+    finally:
+        for generator, state in zip(generators, saved):
+            generator.set_state(state)
+
+
 def _run_attack(attack: Attack, x: Tensor, y: Tensor, target: Optional[str], seed: int, device: torch.device):
-    """``attack.run`` with its randomness drawn from ``seed`` alone (a generator on ``device``; the global
-    generators, for attacks that draw from them, are seeded too and restored afterwards)."""
+    """``attack.run`` with its randomness drawn from ``seed`` alone: a generator on ``device`` (the global
+    generators and the models' own, for attacks and models that draw from them, are seeded by the caller)."""
     generator = torch.Generator(device=device).manual_seed(seed)
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        return attack.run(x, y, target, generator=generator)
+    return attack.run(x, y, target, generator=generator)
 
 
-def _evaluate_batch(model, x, y, b, attacks, transfer_to, seed, device, target=None):
-    """Runs every attack on one batch; returns its JSON record and the adversarial images."""
-    with torch.no_grad():
-        logits = model(x)
+def _evaluate_batch(model, x, y, b, attacks, transfer_to, seed, device, target=None, generators=()):
+    """Runs every attack on one batch; returns its JSON record and the adversarial images.
+
+    Every draw is a function of ``(seed, b)``: the clean forwards run :func:`seeded` with
+    ``batch_seed(seed, b, -1)``, attack ``a`` (and the forwards of its images) with ``batch_seed(seed, b, a)``;
+    ``generators`` are the models' own (:func:`module_generators`)."""
+    with torch.no_grad(), seeded(batch_seed(seed, b, -1), device, generators):
+        logits = _logits("model", model, x)
         flat = x.flatten(1).double()
         record = {"batch": b, "y": y.tolist(), "clean_pred": logits.argmax(dim=1).tolist(),
                   "num_classes": int(logits.shape[1]),
                   "x_l2": flat.norm(dim=1).tolist(), "x_linf": flat.abs().amax(dim=1).tolist(),
-                  "transfer_clean": {t: m(x).argmax(dim=1).tolist() for t, m in transfer_to.items()},
+                  "transfer_clean": {t: _logits(f"transfer_to[{t!r}]", m, x).argmax(dim=1).tolist()
+                                     for t, m in transfer_to.items()},
                   "attacks": {}}
     advs = {}
     for a, (name, attack) in enumerate(attacks.items()):
-        _synchronize(device)
-        start = time.perf_counter()
-        result = _run_attack(attack, x, y, target, batch_seed(seed, b, a), device)
-        _synchronize(device)
-        seconds = time.perf_counter() - start
-        own = attack.ensemble is model or (len(attack.models) == 1 and attack.models[0] is model)
-        with torch.no_grad():
-            adv_logits = result.logits if own else model(result.adv)
-            transfer = {t: m(result.adv).argmax(dim=1).tolist() for t, m in transfer_to.items()}
+        with seeded(batch_seed(seed, b, a), device, generators):
+            _synchronize(device)
+            start = time.perf_counter()
+            result = _run_attack(attack, x, y, target, batch_seed(seed, b, a), device)
+            _synchronize(device)
+            seconds = time.perf_counter() - start
+            own = attack.ensemble is model or (len(attack.models) == 1 and attack.models[0] is model)
+            with torch.no_grad():
+                adv_logits = result.logits if own else _logits("model", model, result.adv)
+                transfer = {t: _logits(f"transfer_to[{t!r}]", m, result.adv).argmax(dim=1).tolist()
+                            for t, m in transfer_to.items()}
         record["attacks"][name] = {
             "pred": adv_logits.argmax(dim=1).tolist(), "l2": result.l2.double().tolist(),
             "linf": result.linf.double().tolist(), "steps": result.steps.tolist(),

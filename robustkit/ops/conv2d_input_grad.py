@@ -8,6 +8,7 @@ takes about 3 ms (``bench/conv_input_grad.py``). The attacks route eligible conv
 """
 from __future__ import annotations
 
+import operator
 from typing import Sequence
 
 import torch
@@ -47,8 +48,25 @@ def conv2d_input_grad(grad_output: Tensor, weight: Tensor, input_size: Sequence[
     if not isinstance(grad_output, Tensor) or not isinstance(weight, Tensor):
         raise TypeError("conv2d_input_grad: grad_output and weight must be tensors, got "
                         f"{type(grad_output).__name__} and {type(weight).__name__}")
-    return torch.ops.robustkit.conv2d_input_grad(grad_output, weight, [int(s) for s in input_size],
-                                                 [int(p) for p in padding])
+    return torch.ops.robustkit.conv2d_input_grad(grad_output, weight, _int_pair("input_size", input_size),
+                                                 _int_pair("padding", padding))
+
+
+def _int_pair(name: str, value) -> list:
+    """``value`` as a list of two Python ints; a one-line error naming ``name`` otherwise (a bare ``int()``
+    would say only "invalid literal for int()", and would silently truncate a float)."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 2:
+        raise TypeError(f"conv2d_input_grad: {name} must be a pair of ints (height, width), got {value!r}")
+    pair = []
+    for item in value:
+        if isinstance(item, bool):
+            raise TypeError(f"conv2d_input_grad: {name} must be a pair of ints (height, width), got {value!r}")
+        try:
+            pair.append(operator.index(item))
+        except TypeError:
+            raise TypeError(f"conv2d_input_grad: {name} must be a pair of ints (height, width), got "
+                            f"{value!r}") from None
+    return pair
 
 
 def _fake(grad_output, weight, input_size, padding):

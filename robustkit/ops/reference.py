@@ -70,19 +70,22 @@ def deepfool_step(f: Tensor, w: Tensor, *, norm: str = "l2") -> Tuple[Tensor, Te
     """float64 ``robustkit.ops.deepfool_step``: ``(step [B, D], index [B])``, differentiable by autograd
     (the argmin index is a constant, exactly as the op's backward)."""
     f64, w64 = f.double(), w.double()
-    if norm == "l2":
-        norm_sum = (w64 * w64).sum(dim=2)  # [B, K], ||w_k||_2^2
-        norm_value = norm_sum.detach().clamp_min(1e-24).sqrt()
-        floor = 1e-24
-    else:
-        norm_sum = w64.abs().sum(dim=2)  # [B, K], ||w_k||_1
-        norm_value = norm_sum.detach().clamp_min(1e-12)
-        floor = 1e-12
-    distance = f64.detach().abs() / norm_value
-    # argmin's first-minimum rule; NaN distances lose to numbers.
-    index = torch.nan_to_num(distance, nan=math.inf).argmin(dim=1)
+    # the choice of l is a constant of the step: computed without autograd, so the gradient of an unchosen
+    # candidate is exactly 0 (autograd through all K norms would give 0 * NaN = NaN for a NaN it holds)
+    with torch.no_grad():
+        if norm == "l2":
+            norm_value = (w64 * w64).sum(dim=2).clamp_min(1e-24).sqrt()  # [B, K], ||w_k||_2
+        else:
+            norm_value = w64.abs().sum(dim=2).clamp_min(1e-12)  # [B, K], ||w_k||_1
+        distance = f64.abs() / norm_value
+        # argmin's first-minimum rule; NaN distances lose to numbers.
+        index = torch.nan_to_num(distance, nan=math.inf).argmin(dim=1)
     rows = torch.arange(f64.shape[0])
-    f_l, w_l, sum_l = f64[rows, index], w64[rows, index], norm_sum[rows, index]
+    f_l, w_l = f64[rows, index], w64[rows, index]
+    if norm == "l2":
+        sum_l, floor = (w_l * w_l).sum(dim=1), 1e-24  # ||w_l||_2^2
+    else:
+        sum_l, floor = w_l.abs().sum(dim=1), 1e-12  # ||w_l||_1
     denom = torch.where(sum_l > floor, sum_l, torch.full_like(sum_l, floor))
     scale = (f_l.abs() + 1e-4) / denom
     direction = w_l if norm == "l2" else torch.sign(w_l)

@@ -335,7 +335,7 @@ def fit(model: nn.Module, train_data, objective: Optional[Objective] = None, *, 
               "weight_decay": weight_decay, "schedule": schedule if isinstance(schedule, str) else _describe(schedule),
               "amp": bool(amp), "seed": seed, "constraints": [_describe(c) for c in constraints]}
     signature = _signature(model, objective, config, len(train_data))
-    folder = pathlib.Path(checkpoint_dir) if checkpoint_dir is not None else None
+    folder = _check_checkpoint_dir(checkpoint_dir)
     saved = _load_saved(folder, signature, resume, device)
 
     cuda_devices = [device.index or 0] if device.type == "cuda" else []
@@ -351,6 +351,22 @@ def fit(model: nn.Module, train_data, objective: Optional[Objective] = None, *, 
     finally:
         random.setstate(python_state)
         np.random.set_state(numpy_state)
+
+
+def _check_checkpoint_dir(checkpoint_dir) -> Optional[pathlib.Path]:
+    """``checkpoint_dir`` as a path, refused up front (not after the first epoch) when it or a parent is a file."""
+    if checkpoint_dir is None:
+        return None
+    if not isinstance(checkpoint_dir, (str, os.PathLike)):
+        raise TypeError(f"fit: checkpoint_dir must be a folder path or None, got {type(checkpoint_dir).__name__}")
+    folder = pathlib.Path(checkpoint_dir)
+    for existing in (folder, *folder.parents):
+        if existing.exists():
+            if not existing.is_dir():
+                where = "is a file" if existing == folder else f"is under the file {str(existing)!r}"
+                raise ValueError(f"fit: checkpoint_dir {str(folder)!r} {where}, not a folder")
+            break
+    return folder
 
 
 def _load_saved(folder: Optional[pathlib.Path], signature: Dict[str, Any], resume: bool,

@@ -22,6 +22,9 @@ from typing import Dict, Iterator, Protocol, Union, runtime_checkable
 import torch
 from torch import Tensor, nn
 
+# the one image validator of the library (dtype, shape, finite, [0, 1]); re-exported for the training layer
+from robustkit.attacks.base import check_images
+
 Metric = Union[float, Tensor]
 
 
@@ -108,17 +111,6 @@ def generation_mode(model: nn.Module, attack_mode: str = "eval"):
     finally:
         for module, training in modes:
             module.training = training
-
-
-def check_images(owner: str, x: Tensor, argument: str = "x") -> None:
-    """A one-line error naming the argument unless ``x`` is a floating-point tensor of pixels in [0, 1]."""
-    if not isinstance(x, Tensor) or not x.is_floating_point():
-        got = x.dtype if isinstance(x, Tensor) else type(x).__name__
-        raise TypeError(f"{owner}: {argument} must be a floating-point tensor of images in [0, 1], got {got}")
-    if x.numel() and (bool(x.min() < 0) or bool(x.max() > 1)):
-        raise ValueError(f"{owner}: {argument} must hold pixel values in [0, 1] (put robustkit.nn.Normalize inside "
-                         f"the model instead of normalising the data), got range [{x.min().item():.4g}, "
-                         f"{x.max().item():.4g}]")
 
 
 __all__ = ["ObjectiveOutput", "Objective", "CrossEntropy", "objective_passes", "unwrap_model", "generation_mode",

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from robustkit.eval import evaluate, runner, storage
-from robustkit.eval.records import RecordError, read_records, record_path
+from robustkit.eval.records import RecordError, read_records, record_checksum, record_path, seal
 
 from ._helpers import comparable, mnist_images, real_attacks, small_model
 
@@ -48,6 +48,9 @@ def test_every_record_carries_the_settings_fingerprint_and_all_files_are_standar
     lines = record_path(out, 0).read_text().splitlines()
     fingerprints = {_strict(line)["fingerprint"] for line in lines}
     assert fingerprints == {runner.settings_fingerprint(results["settings"])}
+    for line in lines:          # the checksum covers the record as it reads back, NaN and inf included
+        record = _strict(line)
+        assert record["checksum"] == record_checksum(record) and len(record["checksum"]) == 16
     _strict((out / "results.json").read_text())
     _strict((out / "run.json").read_text())
     encoded = storage.dumps({"nan": math.nan, "inf": math.inf, "ninf": -math.inf, "x": [1.5]})
@@ -95,11 +98,34 @@ def _first_record(out):
     (lambda r: [1, 2, 3], "not a batch record"),
 ])
 def test_a_record_that_is_not_this_runs_is_refused_with_file_and_line(finished, tmp_path, mutate, message):
+    """Each record is well-formed and sealed with a valid checksum: what refuses it is the check named."""
     out = _copy(finished, tmp_path)
-    _append(out, json.dumps(mutate(_first_record(out))).encode())
+    record = mutate(_first_record(out))
+    _append(out, json.dumps(seal(record) if isinstance(record, dict) else record).encode())
     with pytest.raises(RecordError, match=message) as info:
         _run(out, resume=True)
     assert f"{record_path(out, 0)}:3" in str(info.value)       # two good lines, then the bad one
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda r: r["attacks"]["sign"]["pred"].__setitem__(0, (r["attacks"]["sign"]["pred"][0] + 1) % 10),
+     "does not match its checksum"),
+    (lambda r: r["x_l2"].__setitem__(3, r["x_l2"][3] * (1 + 2 ** -50)), "does not match its checksum"),
+    (lambda r: r.__setitem__("checksum", "0" * 16), "does not match its checksum"),
+    (lambda r: r.pop("checksum"), "has no checksum"),
+])
+def test_a_record_changed_after_it_was_written_is_refused_with_file_and_line(finished, tmp_path, change, message):
+    """A change that still parses (a flipped prediction, the last bit of a float, a record of an older
+    robustkit without a checksum) is refused, never summed."""
+    out = _copy(finished, tmp_path)
+    lines = record_path(out, 0).read_text().splitlines()
+    record = json.loads(lines[1])
+    change(record)
+    lines[1] = json.dumps(record, separators=(",", ":"))
+    record_path(out, 0).write_text("\n".join(lines) + "\n")
+    with pytest.raises(RecordError, match=message) as info:
+        _run(out, resume=True)
+    assert f"{record_path(out, 0)}:2 (batch 1)" in str(info.value)
 
 
 def test_an_undecodable_line_is_skipped_with_a_warning_and_its_batch_redone(finished, tmp_path):
@@ -214,3 +240,85 @@ def test_the_runner_passes_a_generator_and_leaves_the_attack_seed_alone(tmp_path
     evaluate(model, mnist_images(40), attacks, out=tmp_path / "g", batch_size=20, progress=False, report=False)
     assert len(seen) == 2 and all(isinstance(g, torch.Generator) and seed == 123 for g, seed in seen)
     assert attacks["sign"].seed == 123
+
+
+# ---- randomized models ----------------------------------------------------------------------------------
+
+def _randomized_run(out, defense_seed, **kw):
+    """A RandomResizePad model (its own seeded generator, or torch's global one for ``defense_seed=None``)
+    under a random-start PGD and FGSM: 60 images in 3 batches. A fresh model each call, as a new process has."""
+    from robustkit.defenses import RandomResizePad
+    model = RandomResizePad(small_model(), 28, min_scale=0.6, max_scale=1.0, seed=defense_seed).eval()
+    attacks = {"pgd": _pgd_like(model), "fgsm": _fgsm_like(model)}
+    results = evaluate(model, mnist_images(60), attacks, out=out, batch_size=20, progress=False, report=False,
+                       checks="off", examples=0, **kw)
+    return model, results
+
+
+@pytest.mark.parametrize("defense_seed", [5, None])
+def test_a_randomized_model_resumed_gives_the_uninterrupted_numbers(tmp_path, monkeypatch, defense_seed):
+    """The runner seeds the model's randomness per batch (torch's global generator and the modules' own, from
+    the run seed and the batch index), so the draws of a batch do not depend on the batches run before it in
+    the process: an interrupted and resumed run, and a second run of the same model object, give the
+    uninterrupted run's numbers, and the model's generator is left as it was."""
+    model, reference = _randomized_run(tmp_path / "whole", defense_seed)
+    state = model.generator.get_state() if defense_seed is not None else None
+    torch.rand(1000)                     # the global generator moves on, as other work in the process would
+    again = evaluate(model, mnist_images(60), {"pgd": _pgd_like(model), "fgsm": _fgsm_like(model)},
+                     out=tmp_path / "again", batch_size=20, progress=False, report=False, checks="off", examples=0)
+    assert comparable(again)["attacks"] == comparable(reference)["attacks"]
+    assert _per_image(tmp_path / "again") == _per_image(tmp_path / "whole")
+    if state is not None:
+        assert torch.equal(model.generator.get_state(), state), "evaluate left the model's generator moved"
+
+    real, calls = runner._evaluate_batch, []
+
+    def killed_on_the_second_batch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "_evaluate_batch", killed_on_the_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        _randomized_run(tmp_path / "cut", defense_seed)
+    monkeypatch.undo()
+    assert len(read_records(tmp_path / "cut")) == 1
+    torch.rand(1000)
+    _, resumed = _randomized_run(tmp_path / "cut", defense_seed, resume=True)
+    assert comparable(resumed)["attacks"] == comparable(reference)["attacks"]
+    assert resumed["n"] == reference["n"] == 60
+    assert _per_image(tmp_path / "cut") == _per_image(tmp_path / "whole")
+
+
+def _per_image(out):
+    """Every batch's per-image outcomes (predictions and the perturbation norms, which depend on each input
+    gradient through the random transform, so on every draw); the untrained tiny model's totals alone are too
+    coarse to show a different draw."""
+    return [(r["clean_pred"], {n: (a["pred"], a["l2"], a["linf"]) for n, a in r["attacks"].items()})
+            for r in read_records(out)]
+
+
+def _pgd_like(model):
+    from robustkit.attacks import PGD
+    return PGD(model, eps=0.1, steps=2, step_size=0.06, random_start=True)
+
+
+def _fgsm_like(model):
+    from robustkit.attacks import FGSM
+    return FGSM(model, eps=0.1)
+
+
+def test_the_model_randomness_is_drawn_per_batch(tmp_path):
+    """Guards the test above: the two batches' draws differ (so a resume that replayed batch 0's draws for
+    batch 1 would be caught), and another run seed changes them."""
+    from robustkit.defenses import RandomResizePad
+    model = RandomResizePad(small_model(), 28, min_scale=0.6, seed=5)
+    x = mnist_images(4)[0]
+    draws = {}
+    for seed, batch in ((0, 0), (0, 1), (1, 0), (0, 0)):
+        with runner.seeded(runner.batch_seed(seed, batch, -1), torch.device("cpu"), runner.module_generators([model])):
+            draws.setdefault((seed, batch), []).append(model.transform(x))
+    assert torch.equal(draws[(0, 0)][0], draws[(0, 0)][1])
+    assert not torch.equal(draws[(0, 0)][0], draws[(0, 1)][0])
+    assert not torch.equal(draws[(0, 0)][0], draws[(1, 0)][0])
