@@ -9,10 +9,13 @@ from torch import Tensor, nn
 
 from robustkit.attacks.apgd import APGD
 from robustkit.attacks.base import Attack, AttackOutput, FixedBudgetAttack
+from robustkit.attacks.eot import logit_draws
 from robustkit.attacks.fab import FAB
-from robustkit.attacks.square import Square
+from robustkit.attacks.square import Square, margin
 
 VERSIONS = ("standard", "rand", "fast")
+#: the EOT draws of the "rand" suite: each step's gradient, and the judgement of each stage's points
+RAND_EOT = 20
 # a found perturbation counts if its norm is within eps up to float rounding of the projection
 _NORM_SLACK = 1e-6
 
@@ -28,7 +31,14 @@ class AutoAttack(FixedBudgetAttack):
 
     Each attack runs only on the samples still robust after the earlier ones, and every attack drops
     samples from its own active batch once broken, which is where most of the speed comes from. A sample
-    counts as broken when the model misclassifies an image within ``eps`` of it.
+    counts as broken when the model misclassifies an image within ``eps`` of it; for ``"rand"`` when the mean
+    logits over 20 fresh draws misclassify it (one lucky draw is no success).
+
+    The returned image of a broken sample is the breaking attack's; of a sample no attack broke, the point
+    with the lowest margin ``z_y - max_{j != y} z_j`` (of the mean logits over 20 draws for ``"rand"``) among
+    the clean image and every attack's result, as APGD returns its highest-loss point: for a randomized model
+    that point still fools some draws, so evaluating the returned images measures the suite's real strength.
+    ``run``'s logits (and so its ``success``) are those judging logits.
 
     ``extras["stage"]`` says which attack broke each sample: ``0`` misclassified clean, ``k`` the k-th
     attack of :attr:`stage_names` (1-based), ``-1`` robust. :attr:`last_counts` holds, after each call, the
@@ -64,8 +74,8 @@ class AutoAttack(FixedBudgetAttack):
     def _suite(self, model: nn.Module, shared: dict) -> List[Tuple[str, Attack]]:
         eps, norm = self.eps, self.norm
         if self.version == "rand":
-            return [("apgd-ce", APGD(model, eps=eps, norm=norm, steps=100, loss="ce", eot=20, **shared)),
-                    ("apgd-dlr", APGD(model, eps=eps, norm=norm, steps=100, loss="dlr", eot=20, **shared))]
+            return [("apgd-ce", APGD(model, eps=eps, norm=norm, steps=100, loss="ce", eot=RAND_EOT, **shared)),
+                    ("apgd-dlr", APGD(model, eps=eps, norm=norm, steps=100, loss="dlr", eot=RAND_EOT, **shared))]
         suite: List[Tuple[str, Attack]] = [
             ("apgd-ce", APGD(model, eps=eps, norm=norm, steps=100, loss="ce", **shared)),
             ("apgd-t", APGD(model, eps=eps, norm=norm, steps=100, loss="dlr", target=9, **shared))]
@@ -87,8 +97,9 @@ class AutoAttack(FixedBudgetAttack):
             self.last_counts = [0] * (len(self.attacks) + 1)
             return AttackOutput(adv=adv, steps=steps, extras={"stage": stage})
         with torch.no_grad():
-            clean = self.logits(x)
-        stage[clean.argmax(dim=1) != y] = 0
+            judged = self._judging_logits(x)  # [B, C] the logits of each sample's current point
+        stage[judged.argmax(dim=1) != y] = 0
+        lowest = margin(judged, y, None)  # [B] the margin of each sample's current point
         counts = [int((stage < 0).sum())]
         for index, (name, attack) in enumerate(self.attacks, start=1):
             todo = (stage < 0).nonzero().squeeze(1)
@@ -97,11 +108,24 @@ class AutoAttack(FixedBudgetAttack):
                 continue
             res = attack.run(x[todo], y[todo], generator=generator)
             size = res.linf if self.norm == "linf" else res.l2
-            broken = res.success & (size <= self.eps + _NORM_SLACK)
-            rows = todo[broken]
-            adv[rows] = res.adv[broken]
-            stage[rows] = index
+            inside = size <= self.eps + _NORM_SLACK
+            if self.version == "rand":
+                with torch.no_grad():
+                    logits = self._judging_logits(res.adv)
+            else:
+                logits = res.logits
+            found = margin(logits, y[todo], None)
+            better = inside & (found < lowest[todo])  # a broken point (margin < 0) is always better
+            rows = todo[better]
+            adv[rows], lowest[rows], judged[rows] = res.adv[better], found[better], logits[better]
+            stage[todo[inside & (logits.argmax(dim=1) != y[todo])]] = index
             steps[todo] += res.steps
             counts.append(int((stage < 0).sum()))
         self.last_counts = counts
-        return AttackOutput(adv=adv, steps=steps, extras={"stage": stage})
+        return AttackOutput(adv=adv, steps=steps, extras={"stage": stage}, logits=judged)
+
+    def _judging_logits(self, x: Tensor) -> Tensor:
+        """The logits a point is judged by: one forward, or for ``"rand"`` the mean over 20 draws."""
+        if self.version != "rand":
+            return self.logits(x)
+        return logit_draws(self.logits, x, RAND_EOT).mean(dim=0)

@@ -10,14 +10,15 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from robustkit.attacks.base import AttackOutput, MinimalNormAttack
-from robustkit.attacks.cw_common import CWSettings
-from robustkit.attacks.cw_l0 import l0_attack
+from robustkit.attacks.base import AttackOutput
+from robustkit.attacks.cw_common import CWSettings, margin_loss
+from robustkit.attacks.cw_l0 import changed_pixels, l0_attack
 from robustkit.attacks.cw_l2 import l2_search
 from robustkit.attacks.cw_linf import linf_attack
+from robustkit.attacks.restarts import MinimalNormSearch
 
 
-class CW(MinimalNormAttack):
+class CW(MinimalNormSearch):
     """Carlini-Wagner attack with the L2 (default), L-inf or L0 distance.
 
     The defaults are the paper's (and foolbox's): 9 binary-search steps of up to 10,000 Adam iterations at
@@ -38,6 +39,13 @@ class CW(MinimalNormAttack):
             (Carlini: ``1e-4``, i.e. ``loss > 0.9999 * previous``).
         warm_start: start each round of a sample that already has an adversarial example from the best one
             so far instead of from ``x`` (Carlini restarts from ``x``; Adam's moments restart either way).
+        eot, eot_batched: minimise the expected margin loss over ``eot`` stochastic forwards per iteration
+            (its gradient is the mean of the draws'), a point counting as adversarial when the mean logits
+            clear the ``confidence`` margin (randomized models).
+        restarts, restart_radius: further runs from random starting points near ``x`` (the paper's
+            multiple starting points, Sec. V.A), keeping per sample the smallest successful perturbation
+            (:class:`robustkit.attacks.restarts.MinimalNormSearch`; ``norm="l0"`` needs ``restart_radius``,
+            an L2 distance, and restarts only its first L2 search).
 
         **options: the shared :class:`robustkit.attacks.AttackOptions` (``models``, ``amp``, ``batch_size``, ...).
 
@@ -56,8 +64,10 @@ class CW(MinimalNormAttack):
     def __init__(self, model: Optional[nn.Module] = None, *, norm: str = "l2", binary_search_steps: int = 9,
                  steps: int = 10000, lr: float = 0.01, initial_const: float = 1e-3, confidence: float = 0.0,
                  abort_early: bool = True, abort_checks: int = 10, abort_tol: float = 1e-4, warm_start: bool = False,
+                 eot: int = 1, eot_batched: bool = True, restarts: int = 1, restart_radius: Optional[float] = None,
                  **options):
-        super().__init__(model, norm=norm, **options)
+        super().__init__(model, norm=norm, eot=eot, eot_batched=eot_batched, restarts=restarts,
+                         restart_radius=restart_radius, **options)
         settings = CWSettings(binary_search_steps=binary_search_steps, steps=steps, lr=lr,
                               initial_const=initial_const, confidence=confidence, abort_early=abort_early,
                               abort_checks=abort_checks, abort_tol=abort_tol, warm_start=warm_start)
@@ -91,26 +101,33 @@ class CW(MinimalNormAttack):
         kwargs.setdefault("warm_start", True)
         return cls(model, **kwargs)
 
-    def _attack(self, x: Tensor, y: Tensor, target: Optional[Tensor],
-                generator: Optional[torch.Generator]) -> AttackOutput:
+    def _succeeds(self, logits: Tensor, y: Tensor, target: Optional[Tensor]) -> Tensor:
+        label = y if target is None else target
+        return margin_loss(logits, label, target is not None, self.settings.confidence)[1]
+
+    def _perturbation_size(self, adv: Tensor, x: Tensor) -> Tensor:
+        return changed_pixels(adv, x) if self.norm == "l0" else super()._perturbation_size(adv, x)
+
+    def _attack_from(self, x: Tensor, y: Tensor, target: Optional[Tensor], start: Tensor,
+                     generator: Optional[torch.Generator]) -> AttackOutput:
         label, targeted = (y, False) if target is None else (target, True)
         checked = []
 
         def logits(x_: Tensor) -> Tensor:
-            z = self.logits(x_)
+            z = self.logits(x_) if self.eot == 1 else self.logit_draws(x_)  # [B, C] or [eot, B, C]
             if not checked:  # the first forward shows the class count: name y or target before indexing with it
-                self.check_classes(z.shape[1], label, targeted)
+                self.check_classes(z.shape[-1], label, targeted)
                 checked.append(True)
             return z
 
         s = self.settings
         if self.norm == "l2":
-            adv, l2sq, const, steps = l2_search(logits, x, y, target, s)
+            adv, l2sq, const, steps = l2_search(logits, x, y, target, s, start=start)
             return AttackOutput(adv=adv, steps=steps, extras={"best_l2": l2sq.sqrt(), "const": const})
         if self.norm == "linf":
-            adv, steps, best_linf = linf_attack(logits, x, y, target, s)
+            adv, steps, best_linf = linf_attack(logits, x, y, target, s, start=start)
             return AttackOutput(adv=adv, steps=steps, extras={"best_linf": best_linf})
-        adv, steps, best_l0 = l0_attack(logits, x, y, target, s)
+        adv, steps, best_l0 = l0_attack(logits, x, y, target, s, start=start)
         return AttackOutput(adv=adv, steps=steps, extras={"best_l0": best_l0})
 
 

@@ -9,7 +9,8 @@ from typing import Callable, Tuple
 import torch
 from torch import Tensor
 
-#: the ensemble's logits with the graph kept, ``[B, ...] -> [B, C]`` (what the attack functions call)
+#: the ensemble's logits with the graph kept, ``[B, ...] -> [B, C]``, or ``[eot, B, C]`` draws of a randomized
+#: model (what the attack functions call; they only hand them to :func:`margin_loss`)
 LogitsFn = Callable[[Tensor], Tensor]
 
 
@@ -54,7 +55,15 @@ def margin_loss(logits: Tensor, label: Tensor, targeted: bool, confidence: float
     ``label`` is the target (targeted) or the true class (untargeted). Returns ``(f [B], success [B])``
     with ``success`` = the margin exceeds ``confidence`` (the paper's high-confidence criterion; at 0 it
     is "the predicted class is the target" or "is not the label").
+
+    ``logits`` may be ``[eot, B, C]``, the draws of a randomized model: ``f`` is then the mean of the draws'
+    f (the expected loss, whose gradient is the mean of theirs) and ``success`` that of the mean logits.
     """
+    if logits.dim() == 3:
+        draws, batch, classes = logits.shape
+        f, _ = margin_loss(logits.reshape(draws * batch, classes), label.repeat(draws), targeted, confidence)
+        _, success = margin_loss(logits.detach().mean(dim=0), label, targeted, confidence)
+        return f.view(draws, batch).mean(dim=0), success
     real = logits.gather(1, label.unsqueeze(1)).squeeze(1)
     other = logits.scatter(1, label.unsqueeze(1), float("-inf")).amax(dim=1)
     margin = other - real if targeted else real - other

@@ -17,11 +17,18 @@ from robustkit.attacks.cw_common import CWSettings, LogitsFn, margin_loss
 from robustkit.attacks.cw_l2 import l2_search
 
 
+def changed_pixels(adv: Tensor, x: Tensor) -> Tensor:
+    """``[B]`` the L0 distance: pixels (any channel) that differ by more than 1e-4, as a float count."""
+    changed = (adv - x).abs() > 1e-4
+    return (changed.flatten(2).any(dim=1) if x.dim() >= 3 else changed.flatten(1)).sum(dim=1).to(x.dtype)
+
+
 def l0_attack(logits: LogitsFn, x: Tensor, y: Tensor, target: Optional[Tensor],
-              s: CWSettings) -> Tuple[Tensor, Tensor, Tensor]:
+              s: CWSettings, start: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
     """Returns ``(adv, steps, best_l0)``: each sample's last successful iterate (``x`` where none), the Adam
     iterations it used over all L2 searches, and the number of pixels it changes (``inf`` where none was
-    found)."""
+    found). ``start`` is where the first L2 search starts (the later ones, on fewer pixels, start from
+    ``x``: frozen pixels must hold their clean value)."""
     batch = x.shape[0]
     # Pixels are frozen across channels, as in the paper: the mask is [B, 1, H, W] broadcast over C.
     pixel_shape = (batch, 1) + tuple(x.shape[2:]) if x.dim() >= 3 else x.shape
@@ -34,7 +41,8 @@ def l0_attack(logits: LogitsFn, x: Tensor, y: Tensor, target: Optional[Tensor],
         x_a, y_a = x[active], y[active]
         t_a = None if target is None else target[active]
         mask = allowed[active].expand_as(x_a).contiguous()
-        adv, l2sq, _, steps = l2_search(logits, x_a, y_a, t_a, s, mask=mask)
+        adv, l2sq, _, steps = l2_search(logits, x_a, y_a, t_a, s, mask=mask, start=start)
+        start = None
         steps_used[active] += steps
         success = torch.isfinite(l2sq)
         result[active] = torch.where(success.view((-1,) + (1,) * (x.dim() - 1)), adv, result[active])
@@ -64,9 +72,7 @@ def l0_attack(logits: LogitsFn, x: Tensor, y: Tensor, target: Optional[Tensor],
         allowed[active] = new_allowed.view_as(still)
         keep = (success & new_allowed.any(dim=1)).nonzero().squeeze(1)
         active = active[keep]
-    l0 = ((result - x).abs() > 1e-4).flatten(2).any(dim=1).sum(dim=1) if x.dim() >= 3 else \
-        ((result - x).abs() > 1e-4).flatten(1).sum(dim=1)
-    best_l0 = torch.where(found, l0.to(x.dtype), x.new_full((batch,), math.inf))
+    best_l0 = torch.where(found, changed_pixels(result, x), x.new_full((batch,), math.inf))
     return result, steps_used, best_l0
 
 

@@ -24,9 +24,10 @@ _NO_UPPER = 1e10
 
 
 def l2_search(logits: LogitsFn, x: Tensor, y: Tensor, target: Optional[Tensor], s: CWSettings,
-              mask: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+              mask: Optional[Tensor] = None, start: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """The L2 attack with its binary search; ``mask`` (bool, ``x``'s shape, True = may change) restricts
-    the pixels that move, for the L0 attack. Returns ``(adv, best_l2sq, const, steps)``; ``adv`` is ``x``
+    the pixels that move, for the L0 attack; ``start`` (default ``x``) is where each round's Adam starts
+    (Carlini and Wagner's random starting points, Sec. V.A; distances are still measured from ``x``). Returns ``(adv, best_l2sq, const, steps)``; ``adv`` is ``x``
     and ``best_l2sq`` ``inf`` where no adversarial example was found; ``steps`` counts the Adam
     iterations each sample ran over all rounds."""
     x = x.contiguous()  # the fused step updates its state in place and needs dense samples
@@ -39,7 +40,7 @@ def l2_search(logits: LogitsFn, x: Tensor, y: Tensor, target: Optional[Tensor], 
     best_l2sq = torch.full_like(const, math.inf)
     best_const = torch.full_like(const, math.nan)
     steps = torch.zeros(batch, dtype=torch.int64, device=x.device)
-    w_start = to_w(x)
+    w_start = to_w(x if start is None else start)
     for round_index in range(s.binary_search_steps):
         if s.binary_search_steps >= 10 and round_index == s.binary_search_steps - 1:
             const = torch.where(upper < _NO_UPPER, upper, const)

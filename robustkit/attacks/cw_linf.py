@@ -32,21 +32,23 @@ ADAM_EPS = 1e-8
 
 
 def linf_attack(logits: LogitsFn, x: Tensor, y: Tensor, target: Optional[Tensor],
-                s: CWSettings) -> Tuple[Tensor, Tensor, Tensor]:
+                s: CWSettings, start: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
     """Returns ``(adv, steps, best_linf)``: each sample's last successful iterate (``x`` where none), the Adam
-    iterations it used, and its L-inf distance (``inf`` where none was found)."""
+    iterations it used, and its L-inf distance (``inf`` where none was found). ``start`` (default ``x``) is
+    where the first attempt starts and where an attempt that runs out of steps restarts until one succeeds."""
     batch = x.shape[0]
     if batch == 0:
         return x.clone(), y.new_zeros((0,)), x.new_zeros((0,))
     label = target if target is not None else y
     targeted = target is not None
     result = x.clone()
+    anchor = (x if start is None else start).clone()  # where a failed attempt restarts: the last success
     found = torch.zeros(batch, dtype=torch.bool, device=x.device)
     steps_used = torch.zeros(batch, dtype=torch.int64, device=x.device)
     tau = torch.ones(batch, dtype=x.dtype, device=x.device)
     const = torch.full_like(tau, s.initial_const)
     attempt_steps = torch.zeros(batch, dtype=torch.int64, device=x.device)  # Adam steps since the last restart
-    w = to_w(x).contiguous()  # [B, ...] every sample's variable; the optimizer updates rows in place
+    w = to_w(anchor).contiguous()  # [B, ...] every sample's variable; the optimizer updates rows in place
     grad_buffer = torch.zeros_like(w)
     params = [nn.Parameter(row) for row in w.unbind(0)]  # rows share w's storage
     for p, g in zip(params, grad_buffer.unbind(0)):
@@ -73,6 +75,7 @@ def linf_attack(logits: LogitsFn, x: Tensor, y: Tensor, target: Optional[Tensor]
         # success: record, shrink tau, restart warm from here; out of steps: double c, restart from the last
         # success (Carlini's warm start).
         result[active] = torch.where(per_sample(succeeded, x0), x_now, result[active])
+        anchor[active] = torch.where(per_sample(succeeded, x0), x_now, anchor[active])
         found[active] |= succeeded
         reached = (x_now - x0).flatten(1).abs().amax(dim=1)
         tau[active] = torch.where(succeeded, torch.minimum(tau_a, reached) * _TAU_DECREASE, tau_a)
@@ -84,7 +87,7 @@ def linf_attack(logits: LogitsFn, x: Tensor, y: Tensor, target: Optional[Tensor]
         if restart_rows:
             rows = torch.tensor(restart_rows, device=x.device)
             with torch.no_grad():
-                w.index_copy_(0, rows, to_w(result.index_select(0, rows)))
+                w.index_copy_(0, rows, to_w(anchor.index_select(0, rows)))
             attempt_steps[rows] = 0
             for i in restart_rows:
                 optimizer.state.pop(params[i], None)  # fresh moments and step count at the next step

@@ -4,7 +4,8 @@ Each iteration of the active batch is one forward pass, the gradients of all the
 differences for the whole active batch (one backward per candidate over the shared graph: never one per
 image, nor a forward per candidate), and one fused
 :func:`robustkit.ops.deepfool_step`. Samples leave the active batch as soon as they are adversarial; their
-result is scattered back into the full batch.
+result is scattered back into the full batch. With ``eot=n`` that forward is one of ``n`` copies of the active
+batch and the linearisation is that of the expected logits (the mean of the copies' logits and gradients).
 """
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from robustkit.attacks.base import AttackOutput, MinimalNormAttack
+from robustkit.attacks.base import AttackOutput
+from robustkit.attacks.restarts import MinimalNormSearch
 from robustkit.ops import deepfool_step
 
 _JACOBIANS = ("loop", "batched")
@@ -30,7 +32,7 @@ def candidate_classes(logits: Tensor, y: Tensor, candidates: Optional[int], owne
     return others.topk(count - 1, dim=1).indices
 
 
-class DeepFool(MinimalNormAttack):
+class DeepFool(MinimalNormSearch):
     """DeepFool: iterate to the nearest boundary of the model's linearisation (Alg. 2 of the paper).
 
     Untargeted, per sample, the candidates are the ``candidates - 1`` classes other than ``y`` with the
@@ -55,6 +57,11 @@ class DeepFool(MinimalNormAttack):
             bitwise-equal gradients; on the MNIST LeNet on CPU ``"loop"`` measured 1.3x faster, because
             vmap has no batching rule for conv and max-pool backward, falls back to a per-cotangent loop and
             then stacks K copies of every intermediate gradient (the ``jacobian=batched`` row of ``bench/minnorm.py``).
+        eot, eot_batched: linearise the expected logits over ``eot`` stochastic forwards (randomized models);
+            a sample stops when the expected logits are adversarial.
+        restarts, restart_radius: further runs from random starts near ``x``, keeping per sample the smallest
+            successful perturbation (:class:`robustkit.attacks.restarts.MinimalNormSearch`). From a start
+            ``x0`` the iterate is ``x0 + (1 + overshoot) r_total``; norms are measured from ``x``.
         **options: the shared :class:`robustkit.attacks.AttackOptions` (``models``, ``amp``, ``batch_size``, ...).
 
     Example::
@@ -67,8 +74,10 @@ class DeepFool(MinimalNormAttack):
     norms = ("l2", "linf")
 
     def __init__(self, model: Optional[nn.Module] = None, *, steps: int = 50, overshoot: float = 0.02,
-                 candidates: Optional[int] = 10, norm: str = "l2", jacobian: str = "loop", **options):
-        super().__init__(model, norm=norm, **options)
+                 candidates: Optional[int] = 10, norm: str = "l2", jacobian: str = "loop", eot: int = 1,
+                 eot_batched: bool = True, restarts: int = 1, restart_radius: Optional[float] = None, **options):
+        super().__init__(model, norm=norm, eot=eot, eot_batched=eot_batched, restarts=restarts,
+                         restart_radius=restart_radius, **options)
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ValueError(f"DeepFool: steps must be an int >= 1, got {steps!r}")
         if not isinstance(overshoot, (int, float)) or not overshoot >= 0:
@@ -82,19 +91,19 @@ class DeepFool(MinimalNormAttack):
         self.steps, self.overshoot, self.candidates = steps, float(overshoot), candidates
         self.jacobian = jacobian
 
-    def _attack(self, x: Tensor, y: Tensor, target: Optional[Tensor],
-                generator: Optional[torch.Generator]) -> AttackOutput:
+    def _attack_from(self, x: Tensor, y: Tensor, target: Optional[Tensor], start: Tensor,
+                     generator: Optional[torch.Generator]) -> AttackOutput:
         batch = x.shape[0]
         steps_used = torch.zeros(batch, dtype=torch.int64, device=x.device)
         if batch == 0:
             return AttackOutput(adv=x.clone(), steps=steps_used, extras={"rho2": x.new_zeros(0)})
-        classes = None  # [B, K] untargeted: from the first iteration's forward, at the clean input
-        x_adv = x.clone()
+        classes = None  # [B, K] untargeted: from the first iteration's forward, at the start
+        x_adv = start.clone()
         r_total = torch.zeros(batch, x[0].numel(), dtype=torch.float32, device=x.device)  # [B, D]
         active = torch.arange(batch, device=x.device)
         for it in range(self.steps):
             x_a = x_adv[active].requires_grad_(True)
-            logits = self.logits(x_a)  # [Ba, C]
+            logits = self.expected_logits(x_a)  # [Ba, C]
             if it == 0:
                 self.check_classes(logits.shape[1], y if target is None else target, target is not None)
             if target is None and classes is None:
@@ -111,14 +120,14 @@ class DeepFool(MinimalNormAttack):
                 # for the samples still to move (late iterations; 7 % of the run on the MNIST LeNet).
                 active = active[keep]
                 x_a = x_adv[active].requires_grad_(True)
-                logits = self.logits(x_a)
+                logits = self.expected_logits(x_a)
                 keep = torch.arange(active.numel(), device=x.device)
             f, w = self._linearize(x_a, logits, keep, y[active], None if target is None else target[active],
                                    None if classes is None else classes[active])
             step = self._step(f, w)
             active = active[keep]
             r_total[active] += step
-            moved = x[active] + (1 + self.overshoot) * r_total[active].view_as(x[active]).to(x.dtype)
+            moved = start[active] + (1 + self.overshoot) * r_total[active].view_as(x[active]).to(x.dtype)
             x_adv[active] = moved.clamp(0.0, 1.0)
             steps_used[active] += 1
         norms = (x_adv - x).flatten(1).norm(dim=1)

@@ -7,6 +7,10 @@ The ``eot`` copies of the batch go through the model as one batch of ``eot * B``
 padding, dropout, noise) sees ``eot`` independent draws per image in one forward. A model that draws one
 random transformation per *call* for the whole batch needs ``eot_batched=False``: then each copy is its own
 forward.
+
+Minimal-norm attacks (DeepFool, C&W) take their draws from :func:`logit_draws`: the ``[eot, B, C]`` logits of
+the copies with the graph kept, from which they form the expected logits (DeepFool's linearisation) or the
+expected loss (C&W's margin), so that every backward through them is the average of the copies' gradients.
 """
 from __future__ import annotations
 
@@ -27,6 +31,17 @@ def check_eot(name: str, eot) -> int:
 
 def _repeat_rows(t: Tensor, copies: int) -> Tensor:
     return t if copies == 1 else t.repeat(copies, *([1] * (t.dim() - 1)))
+
+
+def logit_draws(logits_fn: LogitsFn, x: Tensor, eot: int, *, batched: bool = True) -> Tensor:
+    """``[eot, B, C]``: the logits of ``eot`` stochastic forwards at ``x``, graph kept, so that the gradient of
+    their mean is the mean of the draws' gradients. ``batched``: one forward of ``eot * B`` rows (copy-major);
+    else ``eot`` forwards of ``B`` rows, for models that draw one transformation per call."""
+    if eot == 1:
+        return logits_fn(x).unsqueeze(0)
+    if batched:
+        return logits_fn(_repeat_rows(x, eot)).view(eot, x.shape[0], -1)
+    return torch.stack([logits_fn(x) for _ in range(eot)])
 
 
 def eot_loss_and_grad(logits_fn: LogitsFn, x_adv: Tensor, loss_grad_fn: LossGradFn, y: Tensor,

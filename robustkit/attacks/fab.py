@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from robustkit.attacks.apgd import top_other_classes
 from robustkit.attacks.base import AttackOutput, MinimalNormAttack
 from robustkit.attacks.dlr import check_label_range
+from robustkit.attacks.restarts import random_point_at
 
 _LARGE = 1e30  # a finite "never saturates" key (inf * 0 would be NaN)
 
@@ -149,14 +150,7 @@ class FAB(MinimalNormAttack):
 
     def _random_start(self, x: Tensor, best: Tensor, generator) -> Tensor:
         radius = torch.minimum(best, torch.full_like(best, self.eps)) * 0.5  # type: ignore[arg-type]
-        view = (-1,) + (1,) * (x.dim() - 1)
-        if self.norm == "linf":
-            noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype).mul_(2).sub_(1)
-            noise = noise / noise.flatten(1).abs().amax(dim=1).clamp_min(1e-12).view(view)
-        else:
-            noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-            noise = noise / noise.flatten(1).norm(dim=1).clamp_min(1e-12).view(view)
-        return (x + noise * radius.view(view)).clamp_(0.0, 1.0)
+        return random_point_at(x, radius, self.norm, generator)
 
     def _hyperplane(self, x_i: Tensor, y: Tensor, goal: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
         """``(f [B], w [B, D], logits [B, C])``: the value and gradient of ``f_s - f_y`` at ``x_i`` for the

@@ -58,3 +58,56 @@ def test_standard_is_at_least_as_strong_as_apgd_ce_and_respects_the_budget(norm,
     assert counts[0] == 15 and all(a >= b for a, b in zip(counts, counts[1:]))
     assert counts[-1] == int((~res.success).sum())
     assert (stage > 0).any() and (stage < 0).any(), "the test needs both broken and robust samples"
+    robust = stage < 0  # not the clean image: the lowest-margin point the suite found
+    assert bool((res.adv[robust] != x[robust]).flatten(1).any(1).all())
+
+
+def _margin(model, x, y, draws=1):
+    with torch.no_grad():
+        z = torch.stack([model(x) for _ in range(draws)]).mean(0)
+    return z.gather(1, y.unsqueeze(1)).squeeze(1) - z.scatter(1, y.unsqueeze(1), float("-inf")).amax(1)
+
+
+def test_unbroken_samples_get_their_lowest_margin_point_not_the_clean_image():
+    model, x, y = _setup(seed=2)
+    res = AutoAttack(model, eps=0.02, version="fast").run(x, y)
+    robust = res.extras["stage"] < 0
+    assert robust.sum() >= 3, "the test needs robust samples"
+    assert torch.equal(res.success, ~robust)
+    assert bool((res.linf <= 0.02 + 1e-6).all())
+    clean_margin, adv_margin = _margin(model, x, y), _margin(model, res.adv, y)
+    assert bool((adv_margin[robust] <= clean_margin[robust]).all())
+    assert bool((res.adv[robust] != x[robust]).flatten(1).any(1).all())  # not the clean images
+
+
+class _RowNoise(torch.nn.Module):
+    def __init__(self, model, sigma):
+        super().__init__()
+        self.model, self.sigma = model, sigma
+
+    def forward(self, x):
+        return self.model(x + self.sigma * torch.randn_like(x))
+
+
+@pytest.mark.slow
+def test_rand_is_no_weaker_than_apgd_with_eot_on_a_randomized_model():
+    base, x, y = _setup(seed=2, batch=24)
+    model = _RowNoise(base, 0.05)
+    torch.manual_seed(0)
+    res = AutoAttack(model, eps=0.02, version="rand").run(x, y)
+    torch.manual_seed(0)
+    alone = APGD(model, eps=0.02, eot=20)(x, y)
+    torch.manual_seed(1)
+    robust = res.extras["stage"] < 0
+    assert robust.any() and (~robust).any()
+    assert torch.equal(res.success, ~robust)  # judged on the mean logits of 20 draws
+    # an estimate from 20 draws may rank the clean image lowest; most robust samples get an attack's point
+    assert float((res.adv[robust] != x[robust]).flatten(1).any(1).float().mean()) >= 0.75
+
+    def accuracy(images):
+        with torch.no_grad():
+            return float(torch.stack([(model(images).argmax(1) == y).float() for _ in range(64)]).mean())
+
+    acc_aa, acc_apgd, acc_clean = accuracy(res.adv), accuracy(alone), accuracy(x)
+    print(f"expected accuracy: clean {acc_clean:.3f}, APGD-CE EOT-20 {acc_apgd:.3f}, AutoAttack rand {acc_aa:.3f}")
+    assert acc_aa <= acc_apgd + 0.01

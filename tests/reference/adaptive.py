@@ -5,6 +5,10 @@
   for a single sample, with autograd for the gradient.
 * :func:`naive_hyperplane_projection`: the FAB projection by bisection on the step length instead of the
   library's sort.
+* :func:`naive_eot_deepfool` and :func:`naive_eot_cw_l2`: DeepFool (Alg. 2) and C&W L2 (Sec. V.A) for one
+  sample from a given start, with the expectation over transformation written as a loop over the draws
+  (Athalye et al. 2018, Sec. 4): every value and gradient is the mean of the draws' values and gradients, a
+  point is adversarial when the draws' mean logits say so.
 """
 from __future__ import annotations
 
@@ -124,3 +128,125 @@ def naive_hyperplane_projection(point: Tensor, w: Tensor, rhs: float, norm: str,
         else:
             hi = mid
     return direction * torch.minimum(hi * coef, room)
+
+
+Draw = Callable[[Tensor], Tensor]  # one stochastic forward: [1, ...] -> [1, C]
+
+
+def _mean_logits(draws: List[Draw], point: Tensor) -> Tensor:
+    with torch.no_grad():
+        return sum(d(point.unsqueeze(0))[0] for d in draws) / len(draws)
+
+
+def _mean_difference_and_grad(draws: List[Draw], point: Tensor, k: int, ref: int) -> Tuple[float, Tensor]:
+    """``mean_d (z_k - z_ref)`` and its gradient, one draw at a time."""
+    values, grads = [], []
+    for d in draws:
+        p = point.clone().requires_grad_(True)
+        z = d(p.unsqueeze(0))[0]
+        (g,) = torch.autograd.grad(z[k] - z[ref], p)
+        values.append(float((z[k] - z[ref]).detach()))
+        grads.append(g)
+    return sum(values) / len(draws), sum(grads) / len(draws)
+
+
+def naive_eot_deepfool(draws: List[Draw], x: Tensor, y: int, start: Tensor, *, steps: int = 50,
+                       overshoot: float = 0.02, candidates: int = 10, norm: str = "l2",
+                       target: Optional[int] = None) -> Tuple[Tensor, int]:
+    """DeepFool on one image from ``start``: candidates from the mean logits at ``start``, the iterate
+    ``start + (1 + overshoot) r_total`` clipped to [0, 1]. Returns ``(x_adv, iterations)``."""
+    z0 = _mean_logits(draws, start)
+    others = [c for c in z0.argsort(descending=True).tolist() if c != y][:min(candidates, z0.numel()) - 1]
+    r_total = torch.zeros_like(x)
+    x_adv = start.clone()
+    for it in range(steps):
+        z = _mean_logits(draws, x_adv)
+        pred = int(z.argmax())
+        if (target is None and pred != y) or (target is not None and pred == target):
+            return x_adv, it
+        if target is None:
+            pairs = [(k, y) for k in others]
+        else:
+            masked = z.clone()
+            masked[target] = -float("inf")
+            pairs = [(target, int(masked.argmax()))]
+        best = None
+        for k, ref in pairs:
+            f_k, w_k = _mean_difference_and_grad(draws, x_adv, k, ref)
+            dual = float(w_k.norm()) if norm == "l2" else float(w_k.abs().sum())
+            if best is None or abs(f_k) / dual < best[0]:
+                best = (abs(f_k) / dual, f_k, w_k)
+        _, f_l, w_l = best
+        if norm == "l2":
+            r = (abs(f_l) + 1e-4) * w_l / float(w_l.norm()) ** 2
+        else:
+            r = (abs(f_l) + 1e-4) * torch.sign(w_l) / float(w_l.abs().sum())
+        r_total = r_total + r
+        x_adv = (start + (1 + overshoot) * r_total).clamp(0, 1)
+    return x_adv, steps
+
+
+def _margin(z: Tensor, label: int, targeted: bool) -> Tensor:
+    other = torch.stack([z[i] for i in range(z.numel()) if i != label]).max()
+    return other - z[label] if targeted else z[label] - other
+
+
+def naive_eot_cw_l2(draws: List[Draw], x: Tensor, label: int, start: Tensor, *, targeted: bool = False,
+                    binary_search_steps: int = 3, steps: int = 20, lr: float = 0.01, initial_const: float = 1e-3,
+                    confidence: float = 0.0, abort_early: bool = True, abort_checks: int = 10,
+                    abort_tol: float = 1e-4) -> Tuple[Tensor, float]:
+    """C&W L2 on one image after Carlini's ``l2_attack.py``, each round's Adam starting at ``start`` (``x``
+    gives the plain attack), with ``f = mean_d max(margin_d, -confidence)``; a point is adversarial when the
+    margin of the mean logits exceeds ``confidence``. Returns ``(best_adv, best_l2_squared)``."""
+    lower, upper, const = 0.0, 1e10, initial_const
+    best_l2sq, best_adv = float("inf"), x.clone()
+    w_start = torch.atanh((2 * start - 1) * 0.999999)
+    for outer in range(binary_search_steps):
+        if binary_search_steps >= 10 and outer == binary_search_steps - 1:
+            const = upper if upper < 1e10 else const
+        w = w_start.clone()
+        m, v = torch.zeros_like(w), torch.zeros_like(w)
+        prev = float("inf")
+        found = False
+        for it in range(steps):
+            w_req = w.clone().requires_grad_(True)
+            x_new = (torch.tanh(w_req) + 1) / 2
+            logits = [d(x_new.unsqueeze(0))[0] for d in draws]
+            f = sum(torch.clamp(_margin(z, label, targeted), min=-confidence) for z in logits) / len(draws)
+            mean_margin = _margin(sum(z.detach() for z in logits) / len(draws), label, targeted)
+            l2sq = ((x_new - x) ** 2).sum()
+            loss = l2sq + const * f
+            (g,) = torch.autograd.grad(loss, w_req)
+            if -mean_margin.item() > confidence:
+                found = True
+                if l2sq.item() < best_l2sq:
+                    best_l2sq, best_adv = l2sq.item(), x_new.detach().clone()
+            t = it + 1
+            m = 0.9 * m + 0.1 * g
+            v = 0.999 * v + 0.001 * g * g
+            w = w - lr * (m / (1 - 0.9 ** t)) / ((v / (1 - 0.999 ** t)).sqrt() + 1e-8)
+            if abort_early and it % max(1, -(-steps // abort_checks)) == 0 and it != steps - 1:
+                if loss.item() > (1 - abort_tol) * prev:
+                    break
+                prev = loss.item()
+        if found:
+            upper = min(upper, const)
+            const = (lower + upper) / 2
+        else:
+            lower = max(lower, const)
+            const = (lower + upper) / 2 if upper < 1e10 else const * 10
+    return best_adv, best_l2sq
+
+
+def naive_random_start(x: Tensor, radius: List[float], norm: str, generator: torch.Generator) -> Tensor:
+    """Points at distance ``radius[b]`` from ``x[b]``: L-inf, uniform noise in [-1, 1] scaled to L-inf norm
+    ``radius``; L2, Gaussian noise scaled to L2 norm ``radius``; clipped to [0, 1]. One draw for the batch."""
+    if norm == "linf":
+        noise = torch.rand(x.shape, generator=generator, dtype=x.dtype) * 2 - 1
+    else:
+        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+    out = []
+    for b in range(x.shape[0]):
+        size = float(noise[b].abs().max()) if norm == "linf" else float(noise[b].norm())
+        out.append((x[b] + noise[b] / size * radius[b]).clamp(0, 1))
+    return torch.stack(out)
