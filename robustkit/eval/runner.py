@@ -22,7 +22,7 @@ from robustkit.eval.gradcam import grad_cam
 from robustkit.eval.records import RecordError, RecordWriter, has_records, read_records
 from robustkit.eval.storage import (OutputLock, dumps, read_json, remove_stale_temporaries, write_atomic,
                                      write_json)
-from robustkit.eval.summary import ALL_METRICS, summarize
+from robustkit.eval.summary import ALL_METRICS, headline_budget, summarize
 from robustkit.nn import module_device
 
 DataSpec = Union[DataLoader, Dataset, Sequence[Tensor]]
@@ -394,6 +394,11 @@ def _run_batches(model, dataset, batches, todo, attacks, transfer_to, out_dir, r
     done_images = total - sum(len(batches[b]) for b in todo)
     bar = tqdm(total=total, initial=done_images, unit="img", disable=not progress, desc=f"eval {out_dir.name}",
                dynamic_ncols=True)
+    # the running headline: the worst case over the fixed-budget attacks at the headline budget (minimal-norm
+    # attacks always succeed, so counting them would show 0)
+    headline = headline_budget({name: describe_attack(attack) for name, attack in attacks.items()})
+    counted = headline["attacks"] if headline else []
+    label = f"robust@{headline['eps']:g}" if headline else None
     robust, seen = 0, 0
     generators = module_generators([model, *transfer_to.values(), *(m for atk in attacks.values() for m in atk.models)])
     try:
@@ -415,10 +420,11 @@ def _run_batches(model, dataset, batches, todo, attacks, transfer_to, out_dir, r
                     with seeded(batch_seed(seed, 0, -2), device, generators):
                         _save_examples(out_dir, model, x[:examples], y[:examples], record, advs, examples)
                 survived = torch.tensor(record["clean_pred"]) == torch.tensor(record["y"])
-                for entry in record["attacks"].values():
-                    survived &= torch.tensor(entry["pred"]) == torch.tensor(record["y"])
+                for name in counted:
+                    survived &= torch.tensor(record["attacks"][name]["pred"]) == torch.tensor(record["y"])
                 robust, seen = robust + int(survived.sum()), seen + len(record["y"])
-                bar.set_postfix(robust_acc=f"{robust / seen:.3f}", refresh=False)
+                if label is not None:
+                    bar.set_postfix({label: f"{robust / seen:.3f}"}, refresh=False)
                 bar.update(len(record["y"]))
     finally:
         bar.close()      # so that an error message starts on its own line
