@@ -53,9 +53,9 @@ def conv2d_input_grad(grad_output: Tensor, weight: Tensor, input_size: Sequence[
 
 
 def _int_pair(name: str, value) -> list:
-    """``value`` as a list of two Python ints; a one-line error naming ``name`` otherwise (a bare ``int()``
-    would say only "invalid literal for int()", and would silently truncate a float)."""
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 2:
+    """``value`` as a list of Python ints, or a one-line error naming ``name`` (a bare ``int()`` would say only
+    "invalid literal for int()", and would silently truncate a float). The op checks the length and range."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
         raise TypeError(f"conv2d_input_grad: {name} must be a pair of ints (height, width), got {value!r}")
     pair = []
     for item in value:

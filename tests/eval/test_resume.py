@@ -48,7 +48,7 @@ def test_every_record_carries_the_settings_fingerprint_and_all_files_are_standar
     lines = record_path(out, 0).read_text().splitlines()
     fingerprints = {_strict(line)["fingerprint"] for line in lines}
     assert fingerprints == {runner.settings_fingerprint(results["settings"])}
-    for line in lines:          # the checksum covers the record as it reads back, NaN and inf included
+    for line in lines:
         record = _strict(line)
         assert record["checksum"] == record_checksum(record) and len(record["checksum"]) == 16
     _strict((out / "results.json").read_text())
@@ -56,6 +56,16 @@ def test_every_record_carries_the_settings_fingerprint_and_all_files_are_standar
     encoded = storage.dumps({"nan": math.nan, "inf": math.inf, "ninf": -math.inf, "x": [1.5]})
     assert _strict(encoded) == {"nan": None, "inf": "inf", "ninf": "-inf", "x": [1.5]}
     assert [storage.to_float(v) for v in (None, "inf", "-inf", 2)][1:] == [math.inf, -math.inf, 2.0]
+
+
+def test_a_checksum_survives_the_json_round_trip_of_nan_inf_and_floats():
+    """Written as run-directory JSON (NaN as null, inf as "inf"), read back, the record still matches."""
+    record = {"batch": 0, "l2": [math.nan, math.inf, -math.inf, 0.1, 1 / 3, 5e-324, 1.7976931348623157e308],
+              "attacks": {"b": {"pred": [1, 2]}, "a": {"pred": []}}}
+    read_back = json.loads(storage.dumps(seal(record), separators=(",", ":")))
+    assert read_back["checksum"] == record_checksum(read_back) == record_checksum(record)
+    read_back["l2"][3] = 0.10000000000000002          # one ulp
+    assert record_checksum(read_back) != read_back["checksum"]
 
 
 def test_records_without_run_json_are_refused_not_reused(finished, tmp_path):
