@@ -13,8 +13,7 @@
 
 #include "common/dtype.h"
 
-namespace robustkit {
-namespace cuda {
+namespace robustkit::cuda {
 
 template <typename T>
 __device__ __forceinline__ float to_acc(T v) { return static_cast<float>(v); }
@@ -90,5 +89,4 @@ inline int blocks_for(int64_t n, int threads, int cap = 65535 * 8) {
   return static_cast<int>(b < 1 ? 1 : (b > cap ? cap : b));
 }
 
-}  // namespace cuda
-}  // namespace robustkit
+}  // namespace robustkit::cuda

@@ -6,8 +6,7 @@
 #include "common/checks.h"
 #include "ops/conv2d_input_grad/conv2d_input_grad_math.h"
 
-namespace robustkit {
-namespace conv2d_input_grad {
+namespace robustkit::conv2d_input_grad {
 
 constexpr const char* kOp = "conv2d_input_grad";
 constexpr int64_t kMaxExtent = (int64_t{1} << 31) - 1;
@@ -43,5 +42,4 @@ inline Shape check_args(const at::Tensor& grad_output, const at::Tensor& weight,
   return s;
 }
 
-}  // namespace conv2d_input_grad
-}  // namespace robustkit
+}  // namespace robustkit::conv2d_input_grad

@@ -28,8 +28,7 @@ TORCH_LIBRARY_FRAGMENT(robustkit, m) {
   m.def("_conv2d_input_grad_math(Tensor grad_output, Tensor weight, int[] input_size, int[] padding) -> Tensor");
 }
 
-namespace robustkit {
-namespace conv2d_input_grad {
+namespace robustkit::conv2d_input_grad {
 namespace {
 
 template <typename T>
@@ -202,8 +201,7 @@ at::Tensor conv2d_input_grad_math_cpu(const at::Tensor& grad_output_in, const at
 }
 
 }  // namespace
-}  // namespace conv2d_input_grad
-}  // namespace robustkit
+}  // namespace robustkit::conv2d_input_grad
 
 TORCH_LIBRARY_IMPL(robustkit, CPU, m) {
   m.impl("conv2d_input_grad", &robustkit::conv2d_input_grad::conv2d_input_grad_cpu);

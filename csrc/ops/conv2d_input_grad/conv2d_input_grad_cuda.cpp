@@ -9,8 +9,7 @@
 #include "ops/conv2d_input_grad/conv2d_input_grad.h"
 #include "ops/conv2d_input_grad/conv2d_input_grad_kernel.h"
 
-namespace robustkit {
-namespace conv2d_input_grad {
+namespace robustkit::conv2d_input_grad {
 namespace {
 
 at::Tensor conv2d_input_grad_cuda(const at::Tensor& grad_output_in, const at::Tensor& weight_in,
@@ -28,8 +27,7 @@ at::Tensor conv2d_input_grad_cuda(const at::Tensor& grad_output_in, const at::Te
 }
 
 }  // namespace
-}  // namespace conv2d_input_grad
-}  // namespace robustkit
+}  // namespace robustkit::conv2d_input_grad
 
 TORCH_LIBRARY_IMPL(robustkit, CUDA, m) {
   m.impl("conv2d_input_grad", &robustkit::conv2d_input_grad::conv2d_input_grad_cuda);

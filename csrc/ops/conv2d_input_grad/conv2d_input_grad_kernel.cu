@@ -7,8 +7,7 @@
 #include "common/cuda_utils.cuh"
 #include "ops/conv2d_input_grad/conv2d_input_grad_kernel.h"
 
-namespace robustkit {
-namespace conv2d_input_grad {
+namespace robustkit::conv2d_input_grad {
 namespace {
 
 constexpr int kThreads = 256;
@@ -42,5 +41,4 @@ cudaError_t launch_conv2d_input_grad(const ConvInputGradLaunch& a, cudaStream_t 
   });
 }
 
-}  // namespace conv2d_input_grad
-}  // namespace robustkit
+}  // namespace robustkit::conv2d_input_grad

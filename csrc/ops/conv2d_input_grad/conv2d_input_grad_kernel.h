@@ -9,8 +9,7 @@
 #include "common/dtype.h"
 #include "ops/conv2d_input_grad/conv2d_input_grad_math.h"
 
-namespace robustkit {
-namespace conv2d_input_grad {
+namespace robustkit::conv2d_input_grad {
 
 struct ConvInputGradLaunch {
   DType dtype;  // kFloat32 or kFloat64
@@ -22,5 +21,4 @@ struct ConvInputGradLaunch {
 
 cudaError_t launch_conv2d_input_grad(const ConvInputGradLaunch& args, cudaStream_t stream);
 
-}  // namespace conv2d_input_grad
-}  // namespace robustkit
+}  // namespace robustkit::conv2d_input_grad

@@ -12,8 +12,7 @@
 
 #include "common/host_device.h"
 
-namespace robustkit {
-namespace conv2d_input_grad {
+namespace robustkit::conv2d_input_grad {
 
 struct Shape {
   int64_t B, CI, H, W;    // grad_input
@@ -42,5 +41,4 @@ HOST_DEVICE Acc input_grad_at(const T* grad_output, const T* weight, const Shape
   return sum;
 }
 
-}  // namespace conv2d_input_grad
-}  // namespace robustkit
+}  // namespace robustkit::conv2d_input_grad

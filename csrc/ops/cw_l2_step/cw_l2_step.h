@@ -7,8 +7,7 @@
 
 #include "common/checks.h"
 
-namespace robustkit {
-namespace cw_l2_step {
+namespace robustkit::cw_l2_step {
 
 constexpr const char* kOp = "cw_l2_step";
 
@@ -65,5 +64,4 @@ inline void check_args(const at::Tensor& w, const at::Tensor& x, const at::Tenso
            "clip must be a finite (min, max) with min < max, got (", clip_min, ", ", clip_max, ")");
 }
 
-}  // namespace cw_l2_step
-}  // namespace robustkit
+}  // namespace robustkit::cw_l2_step

@@ -17,8 +17,7 @@ TORCH_LIBRARY_FRAGMENT(robustkit, m) {
         "float beta2, float adam_eps, float clip_min, float clip_max) -> Tensor");
 }
 
-namespace robustkit {
-namespace cw_l2_step {
+namespace robustkit::cw_l2_step {
 namespace {
 
 at::Tensor cw_l2_step_cpu(at::Tensor w, at::Tensor x, at::Tensor exp_avg, at::Tensor exp_avg_sq,
@@ -58,7 +57,6 @@ at::Tensor cw_l2_step_cpu(at::Tensor w, at::Tensor x, at::Tensor exp_avg, at::Te
 }
 
 }  // namespace
-}  // namespace cw_l2_step
-}  // namespace robustkit
+}  // namespace robustkit::cw_l2_step
 
 TORCH_LIBRARY_IMPL(robustkit, CPU, m) { m.impl("cw_l2_step_", &robustkit::cw_l2_step::cw_l2_step_cpu); }

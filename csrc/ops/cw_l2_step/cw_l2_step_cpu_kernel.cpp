@@ -8,8 +8,7 @@
 #include "common/cpu_vectorize.h"
 #include "ops/cw_l2_step/cw_l2_step_math.h"
 
-namespace robustkit {
-namespace cw_l2_step {
+namespace robustkit::cw_l2_step {
 namespace {
 
 // The buffers never alias (they are distinct tensors of the op); __restrict__ lets gcc vectorize.
@@ -55,5 +54,4 @@ double step_sample(double* w, double* x, double* m, double* v, double* best_adv,
   return step_sample_impl(w, x, m, v, best_adv, best_l2sq, x_orig, loss_grad, success, n, c);
 }
 
-}  // namespace cw_l2_step
-}  // namespace robustkit
+}  // namespace robustkit::cw_l2_step

@@ -9,8 +9,7 @@
 
 #include "ops/cw_l2_step/cw_l2_step_math.h"
 
-namespace robustkit {
-namespace cw_l2_step {
+namespace robustkit::cw_l2_step {
 
 // Best-so-far update and Adam step of one sample of n elements; returns ||x - x_orig||^2 of the x passed in.
 float step_sample(float* w, float* x, float* m, float* v, float* best_adv, float* best_l2sq, const float* x_orig,
@@ -19,5 +18,4 @@ double step_sample(double* w, double* x, double* m, double* v, double* best_adv,
                    const double* x_orig, const double* loss_grad, bool success, int64_t n,
                    const CwCoefs<double>& c);
 
-}  // namespace cw_l2_step
-}  // namespace robustkit
+}  // namespace robustkit::cw_l2_step

@@ -9,8 +9,7 @@
 #include "ops/cw_l2_step/cw_l2_step.h"
 #include "ops/cw_l2_step/cw_l2_step_kernel.h"
 
-namespace robustkit {
-namespace cw_l2_step {
+namespace robustkit::cw_l2_step {
 namespace {
 
 at::Tensor cw_l2_step_cuda(at::Tensor w, at::Tensor x, at::Tensor exp_avg, at::Tensor exp_avg_sq,
@@ -34,7 +33,6 @@ at::Tensor cw_l2_step_cuda(at::Tensor w, at::Tensor x, at::Tensor exp_avg, at::T
 }
 
 }  // namespace
-}  // namespace cw_l2_step
-}  // namespace robustkit
+}  // namespace robustkit::cw_l2_step
 
 TORCH_LIBRARY_IMPL(robustkit, CUDA, m) { m.impl("cw_l2_step_", &robustkit::cw_l2_step::cw_l2_step_cuda); }

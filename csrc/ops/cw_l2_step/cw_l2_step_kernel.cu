@@ -10,8 +10,7 @@
 
 #include "common/cuda_utils.cuh"
 
-namespace robustkit {
-namespace cw_l2_step {
+namespace robustkit::cw_l2_step {
 namespace {
 
 constexpr int kThreads = 256;
@@ -107,5 +106,4 @@ cudaError_t launch_cw_l2_step(const CwStepLaunch& l, cudaStream_t stream) {
   });
 }
 
-}  // namespace cw_l2_step
-}  // namespace robustkit
+}  // namespace robustkit::cw_l2_step

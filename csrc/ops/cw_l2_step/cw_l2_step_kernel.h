@@ -10,8 +10,7 @@
 
 #include "common/dtype.h"
 
-namespace robustkit {
-namespace cw_l2_step {
+namespace robustkit::cw_l2_step {
 
 struct CwStepLaunch {
   DType dtype;  // kFloat32 or kFloat64
@@ -32,5 +31,4 @@ struct CwStepLaunch {
 
 cudaError_t launch_cw_l2_step(const CwStepLaunch& args, cudaStream_t stream);
 
-}  // namespace cw_l2_step
-}  // namespace robustkit
+}  // namespace robustkit::cw_l2_step

@@ -14,8 +14,7 @@
 #include "common/fast_math.h"
 #include "common/host_device.h"
 
-namespace robustkit {
-namespace cw_l2_step {
+namespace robustkit::cw_l2_step {
 
 // Every coefficient of one step, the one struct both devices use. Each is the exact (double) value rounded once
 // to T: 1 - beta too, rather than 1 - T(beta). In float32, 1 - float32(0.9999) is 1.00017e-4, 1.7e-4 away from
@@ -65,5 +64,4 @@ HOST_DEVICE T adam_update(T& w, T& exp_avg, T& exp_avg_sq, T x, T x_orig, T loss
   return box_from_w(w, lo, hi);
 }
 
-}  // namespace cw_l2_step
-}  // namespace robustkit
+}  // namespace robustkit::cw_l2_step

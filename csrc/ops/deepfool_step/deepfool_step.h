@@ -8,8 +8,7 @@
 #include "common/checks.h"
 #include "ops/deepfool_step/deepfool_step_math.h"
 
-namespace robustkit {
-namespace deepfool_step {
+namespace robustkit::deepfool_step {
 
 constexpr const char* kOp = "deepfool_step";
 
@@ -41,5 +40,4 @@ inline void check_backward_args(const at::Tensor& grad_step, const at::Tensor& f
   check_index_range(index, f.size(1), op, "index");  // the kernels read w[b, index[b]]
 }
 
-}  // namespace deepfool_step
-}  // namespace robustkit
+}  // namespace robustkit::deepfool_step

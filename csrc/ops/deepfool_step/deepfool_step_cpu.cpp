@@ -24,8 +24,7 @@ TORCH_LIBRARY_FRAGMENT(robustkit, m) {
   m.def("_deepfool_step_backward(Tensor grad_step, Tensor f, Tensor w, Tensor index, str norm) -> (Tensor, Tensor)");
 }
 
-namespace robustkit {
-namespace deepfool_step {
+namespace robustkit::deepfool_step {
 namespace {
 
 template <typename T>
@@ -140,8 +139,7 @@ std::tuple<at::Tensor, at::Tensor> deepfool_step_backward_cpu(const at::Tensor& 
 }
 
 }  // namespace
-}  // namespace deepfool_step
-}  // namespace robustkit
+}  // namespace robustkit::deepfool_step
 
 TORCH_LIBRARY_IMPL(robustkit, CPU, m) {
   m.impl("deepfool_step", &robustkit::deepfool_step::deepfool_step_cpu);

@@ -11,8 +11,7 @@
 #include "ops/deepfool_step/deepfool_step.h"
 #include "ops/deepfool_step/deepfool_step_kernel.h"
 
-namespace robustkit {
-namespace deepfool_step {
+namespace robustkit::deepfool_step {
 namespace {
 
 std::tuple<at::Tensor, at::Tensor> deepfool_step_cuda(const at::Tensor& f_in, const at::Tensor& w_in,
@@ -55,8 +54,7 @@ std::tuple<at::Tensor, at::Tensor> deepfool_step_backward_cuda(const at::Tensor&
 }
 
 }  // namespace
-}  // namespace deepfool_step
-}  // namespace robustkit
+}  // namespace robustkit::deepfool_step
 
 TORCH_LIBRARY_IMPL(robustkit, CUDA, m) {
   m.impl("deepfool_step", &robustkit::deepfool_step::deepfool_step_cuda);

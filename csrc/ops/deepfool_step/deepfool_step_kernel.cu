@@ -7,8 +7,7 @@
 #include "ops/deepfool_step/deepfool_step_kernel.h"
 #include "ops/deepfool_step/deepfool_step_math.h"
 
-namespace robustkit {
-namespace deepfool_step {
+namespace robustkit::deepfool_step {
 namespace {
 
 constexpr int kThreads = 256;
@@ -109,5 +108,4 @@ cudaError_t launch_deepfool_step_backward(const DeepFoolBackwardLaunch& a, cudaS
   });
 }
 
-}  // namespace deepfool_step
-}  // namespace robustkit
+}  // namespace robustkit::deepfool_step

@@ -12,8 +12,7 @@
 #include "common/dtype.h"
 #include "common/norm.h"
 
-namespace robustkit {
-namespace deepfool_step {
+namespace robustkit::deepfool_step {
 
 // Candidates per sample the forward kernel holds in shared memory (one norm sum each).
 constexpr int64_t kMaxCudaCandidates = 4096;
@@ -43,5 +42,4 @@ struct DeepFoolBackwardLaunch {
 cudaError_t launch_deepfool_step(const DeepFoolLaunch& args, cudaStream_t stream);
 cudaError_t launch_deepfool_step_backward(const DeepFoolBackwardLaunch& args, cudaStream_t stream);
 
-}  // namespace deepfool_step
-}  // namespace robustkit
+}  // namespace robustkit::deepfool_step

@@ -20,8 +20,7 @@
 #include "common/host_device.h"
 #include "common/norm.h"
 
-namespace robustkit {
-namespace deepfool_step {
+namespace robustkit::deepfool_step {
 
 constexpr double kOvershootPush = 1e-4;
 
@@ -87,5 +86,4 @@ HOST_DEVICE T grad_w_value(T g, T w, T scale, T coef, Norm norm) {
   return norm == Norm::kL2 ? scale * g + coef * w : coef * sign_or_zero(w);
 }
 
-}  // namespace deepfool_step
-}  // namespace robustkit
+}  // namespace robustkit::deepfool_step

@@ -9,8 +9,7 @@
 #include "common/checks.h"
 #include "ops/ensemble_temperature_ce/ensemble_temperature_ce_math.h"
 
-namespace robustkit {
-namespace ensemble_temperature_ce {
+namespace robustkit::ensemble_temperature_ce {
 
 // Row statistics are kept in the accumulation type: float32 for float32/float16/bfloat16 logits.
 constexpr double kMinFloatTemperature = 1e-30;
@@ -70,5 +69,4 @@ inline void check_backward_args(const at::Tensor& grad_loss, const at::Tensor& l
   RK_CHECK_SAME_DEVICE(logits, stats, op, "logits", "row_stats");
 }
 
-}  // namespace ensemble_temperature_ce
-}  // namespace robustkit
+}  // namespace robustkit::ensemble_temperature_ce

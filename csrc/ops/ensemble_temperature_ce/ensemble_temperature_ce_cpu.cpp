@@ -26,8 +26,7 @@ TORCH_LIBRARY_FRAGMENT(robustkit, m) {
         "float temperature, float soft_weight, float hard_weight) -> Tensor");
 }
 
-namespace robustkit {
-namespace ensemble_temperature_ce {
+namespace robustkit::ensemble_temperature_ce {
 namespace {
 
 constexpr const char* kOp = "ensemble_temperature_ce";
@@ -140,8 +139,7 @@ at::Tensor backward_cpu(const at::Tensor& grad_loss_in, const at::Tensor& logits
 }
 
 }  // namespace
-}  // namespace ensemble_temperature_ce
-}  // namespace robustkit
+}  // namespace robustkit::ensemble_temperature_ce
 
 TORCH_LIBRARY_IMPL(robustkit, CPU, m) {
   m.impl("ensemble_temperature_ce", &robustkit::ensemble_temperature_ce::forward_cpu);

@@ -7,8 +7,7 @@
 #include "common/cpu_vectorize.h"
 #include "ops/ensemble_temperature_ce/ensemble_temperature_ce_math.h"
 
-namespace robustkit {
-namespace ensemble_temperature_ce {
+namespace robustkit::ensemble_temperature_ce {
 namespace {
 
 template <typename T>
@@ -90,5 +89,4 @@ void backward_row(const double* row, double* g, int64_t c, int64_t t, const doub
   backward_row_impl(row, g, c, t, stats, inv_t, gs, gh);
 }
 
-}  // namespace ensemble_temperature_ce
-}  // namespace robustkit
+}  // namespace robustkit::ensemble_temperature_ce

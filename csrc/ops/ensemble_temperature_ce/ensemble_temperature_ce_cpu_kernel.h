@@ -7,8 +7,7 @@
 
 #include <cstdint>
 
-namespace robustkit {
-namespace ensemble_temperature_ce {
+namespace robustkit::ensemble_temperature_ce {
 
 float row_max(const float* row, int64_t num_classes);
 double row_max(const double* row, int64_t num_classes);
@@ -24,5 +23,4 @@ void backward_row(const float* row, float* grad_row, int64_t num_classes, int64_
 void backward_row(const double* row, double* grad_row, int64_t num_classes, int64_t target,
                   const double stats[5], double inv_t, double gs, double gh);
 
-}  // namespace ensemble_temperature_ce
-}  // namespace robustkit
+}  // namespace robustkit::ensemble_temperature_ce

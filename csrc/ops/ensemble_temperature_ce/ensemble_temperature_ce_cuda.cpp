@@ -11,8 +11,7 @@
 #include "ops/ensemble_temperature_ce/ensemble_temperature_ce_kernel.h"
 #include "ops/ensemble_temperature_ce/ensemble_temperature_ce_math.h"
 
-namespace robustkit {
-namespace ensemble_temperature_ce {
+namespace robustkit::ensemble_temperature_ce {
 namespace {
 
 std::tuple<at::Tensor, at::Tensor> forward_cuda(const at::Tensor& logits_in, const at::Tensor& target_in,
@@ -55,8 +54,7 @@ at::Tensor backward_cuda(const at::Tensor& grad_loss_in, const at::Tensor& logit
 }
 
 }  // namespace
-}  // namespace ensemble_temperature_ce
-}  // namespace robustkit
+}  // namespace robustkit::ensemble_temperature_ce
 
 TORCH_LIBRARY_IMPL(robustkit, CUDA, m) {
   m.impl("ensemble_temperature_ce", &robustkit::ensemble_temperature_ce::forward_cuda);

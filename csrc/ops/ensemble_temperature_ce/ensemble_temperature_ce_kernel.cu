@@ -8,8 +8,7 @@
 #include "ops/ensemble_temperature_ce/ensemble_temperature_ce_kernel.h"
 #include "ops/ensemble_temperature_ce/ensemble_temperature_ce_math.h"
 
-namespace robustkit {
-namespace ensemble_temperature_ce {
+namespace robustkit::ensemble_temperature_ce {
 namespace {
 
 constexpr int kForwardThreads = 256;
@@ -119,5 +118,4 @@ cudaError_t launch_backward(DType dtype, const void* grad_loss, const void* logi
   });
 }
 
-}  // namespace ensemble_temperature_ce
-}  // namespace robustkit
+}  // namespace robustkit::ensemble_temperature_ce

@@ -10,8 +10,7 @@
 
 #include "common/dtype.h"
 
-namespace robustkit {
-namespace ensemble_temperature_ce {
+namespace robustkit::ensemble_temperature_ce {
 
 cudaError_t launch_forward(DType dtype, const void* logits, const int64_t* target, void* loss, void* row_stats,
                            int64_t num_models, int64_t batch, int64_t num_classes, double temperature,
@@ -22,5 +21,4 @@ cudaError_t launch_backward(DType dtype, const void* grad_loss, const void* logi
                             int64_t num_classes, double temperature, double soft_weight, double hard_weight,
                             cudaStream_t stream);
 
-}  // namespace ensemble_temperature_ce
-}  // namespace robustkit
+}  // namespace robustkit::ensemble_temperature_ce

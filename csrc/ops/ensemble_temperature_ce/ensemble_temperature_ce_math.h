@@ -13,8 +13,7 @@
 #include "common/fast_math.h"
 #include "common/host_device.h"
 
-namespace robustkit {
-namespace ensemble_temperature_ce {
+namespace robustkit::ensemble_temperature_ce {
 
 // Index of each row statistic in the [kNumRowStats, K, B] row-stats tensor.
 constexpr int kStatMax = 0;
@@ -72,5 +71,4 @@ HOST_DEVICE acc_t target_grad(acc_t log_sum_t, acc_t log_sum_1, acc_t log_others
   return -(soft_coef * exp_acc(log_others_t - log_sum_t) + hard_weight * exp_acc(log_others_1 - log_sum_1));
 }
 
-}  // namespace ensemble_temperature_ce
-}  // namespace robustkit
+}  // namespace robustkit::ensemble_temperature_ce

@@ -10,8 +10,7 @@
 #include "common/checks.h"
 #include "ops/sign_momentum_step/sign_momentum_step_math.h"
 
-namespace robustkit {
-namespace sign_momentum_step {
+namespace robustkit::sign_momentum_step {
 
 constexpr const char* kOp = "sign_momentum_step";
 
@@ -105,5 +104,4 @@ void with_dense_sample_layout(at::Tensor& x_adv, const at::Tensor& x_orig, const
   if (momentum.has_value() && !m_c->is_same(*momentum)) momentum->copy_(*m_c);
 }
 
-}  // namespace sign_momentum_step
-}  // namespace robustkit
+}  // namespace robustkit::sign_momentum_step

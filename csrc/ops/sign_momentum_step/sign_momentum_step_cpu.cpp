@@ -22,8 +22,7 @@ TORCH_LIBRARY_FRAGMENT(robustkit, m) {
         "str grad_norm, str norm, float clip_min, float clip_max) -> ()");
 }
 
-namespace robustkit {
-namespace sign_momentum_step {
+namespace robustkit::sign_momentum_step {
 namespace {
 
 template <typename T>
@@ -149,8 +148,7 @@ void sign_momentum_step_cpu(at::Tensor x_adv, const at::Tensor& x_orig, const at
 }
 
 }  // namespace
-}  // namespace sign_momentum_step
-}  // namespace robustkit
+}  // namespace robustkit::sign_momentum_step
 
 TORCH_LIBRARY_IMPL(robustkit, CPU, m) {
   m.impl("sign_momentum_step_", &robustkit::sign_momentum_step::sign_momentum_step_cpu);

@@ -9,8 +9,7 @@
 #include "ops/sign_momentum_step/sign_momentum_step.h"
 #include "ops/sign_momentum_step/sign_momentum_step_kernel.h"
 
-namespace robustkit {
-namespace sign_momentum_step {
+namespace robustkit::sign_momentum_step {
 namespace {
 
 void run_dense(at::Tensor& x_adv, const at::Tensor& x_orig, const at::Tensor& grad, c10::optional<at::Tensor>& momentum,
@@ -61,8 +60,7 @@ void sign_momentum_step_cuda(at::Tensor x_adv, const at::Tensor& x_orig, const a
 }
 
 }  // namespace
-}  // namespace sign_momentum_step
-}  // namespace robustkit
+}  // namespace robustkit::sign_momentum_step
 
 TORCH_LIBRARY_IMPL(robustkit, CUDA, m) {
   m.impl("sign_momentum_step_", &robustkit::sign_momentum_step::sign_momentum_step_cuda);

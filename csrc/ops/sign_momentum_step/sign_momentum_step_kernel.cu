@@ -9,8 +9,7 @@
 #include "ops/sign_momentum_step/sign_momentum_step_kernel.h"
 #include "ops/sign_momentum_step/sign_momentum_step_math.h"
 
-namespace robustkit {
-namespace sign_momentum_step {
+namespace robustkit::sign_momentum_step {
 namespace {
 
 constexpr int kThreads = 256;
@@ -154,5 +153,4 @@ cudaError_t launch_sign_momentum_step(const StepLaunch& args, cudaStream_t strea
   });
 }
 
-}  // namespace sign_momentum_step
-}  // namespace robustkit
+}  // namespace robustkit::sign_momentum_step

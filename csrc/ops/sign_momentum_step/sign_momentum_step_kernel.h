@@ -11,8 +11,7 @@
 
 #include "common/dtype.h"
 
-namespace robustkit {
-namespace sign_momentum_step {
+namespace robustkit::sign_momentum_step {
 
 struct StepLaunch {
   DType dtype;  // kFloat32 or kFloat64
@@ -31,5 +30,4 @@ struct StepLaunch {
 
 cudaError_t launch_sign_momentum_step(const StepLaunch& args, cudaStream_t stream);
 
-}  // namespace sign_momentum_step
-}  // namespace robustkit
+}  // namespace robustkit::sign_momentum_step

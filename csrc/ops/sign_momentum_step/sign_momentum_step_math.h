@@ -13,8 +13,7 @@
 #include "common/host_device.h"
 #include "common/norm.h"
 
-namespace robustkit {
-namespace sign_momentum_step {
+namespace robustkit::sign_momentum_step {
 
 enum class GradNorm : int { kNone = 0, kL1 = 1 };
 
@@ -99,5 +98,4 @@ HOST_DEVICE T l2_factor(T delta_norm, T eps) {
   return delta_norm > eps ? eps / delta_norm : T(1);
 }
 
-}  // namespace sign_momentum_step
-}  // namespace robustkit
+}  // namespace robustkit::sign_momentum_step
