@@ -113,9 +113,9 @@ class Context:
     ``seed``, ``resume``, ``progress``, ``limit`` (CI overrides merged over the scale's settings).
     """
 
-    def __init__(self, paper: Paper, *, scale: str = "quick", out: pathlib.Path, data_dir: Optional[pathlib.Path] = None,
-                 device: torch.device = torch.device("cpu"), seed: int = 0, resume: bool = False,
-                 progress: bool = True, limit: Optional[Mapping[str, Any]] = None):
+    def __init__(self, paper: Paper, *, scale: str = "quick", out: pathlib.Path,
+                 data_dir: Optional[pathlib.Path] = None, device: torch.device = torch.device("cpu"),
+                 seed: int = 0, resume: bool = False, progress: bool = True, limit: Optional[Mapping[str, Any]] = None):
         if scale not in SCALES:
             raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
         self.paper, self.scale, self.out = paper, scale, pathlib.Path(out)
