@@ -105,6 +105,11 @@ def recipe_key(name: str, recipe: Mapping[str, Any], seed: int) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def step_seed(seed: int, name: str) -> int:
+    """The torch seed of step ``name``: a function of the run's seed and the step's name only."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode()).digest()[:8], "little") & ((1 << 63) - 1)
+
+
 class Context:
     """Everything a paper's ``run`` gets: the run's settings and the recording API.
 
@@ -173,13 +178,20 @@ class Context:
     # ---- memoised measurements -------------------------------------------------------------------------
     def step(self, name: str, fn: Callable[[], Any]) -> Any:
         """``fn()``'s JSON-able result, memoised in ``out/steps/<name>.json``: with resume on, a step whose
-        file exists is read back instead of run. Returned as JSON reads it back either way."""
+        file exists is read back instead of run. Returned as JSON reads it back either way.
+
+        ``fn`` runs with torch's random state seeded from ``(ctx.seed, name)`` alone (and the caller's state
+        restored afterwards), so a step computes the same whether the steps before it ran in this process or
+        were read back on resume."""
         if not name or "/" in name or name.startswith("."):
             raise ValueError(f"step name must be a plain file name, got {name!r}")
         path = self.out / "steps" / f"{name}.json"
         if self.resume and path.is_file():
             return read_json(path, f"step {name!r}", "delete it to recompute the step")["value"]
-        value = fn()
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(step_seed(self.seed, name))
+            value = fn()
         try:
             value = _plain(value)
         except (TypeError, ValueError) as error:
@@ -238,4 +250,4 @@ class Context:
             print(f"[{self.paper.name}] {text}", flush=True)
 
 
-__all__ = ["Paper", "Cell", "Context", "Series", "Heatmap", "SCALES", "recipe_key"]
+__all__ = ["Paper", "Cell", "Context", "Series", "Heatmap", "SCALES", "recipe_key", "step_seed"]

@@ -122,6 +122,18 @@ def test_step_returns_what_json_reads_back(tmp_path):
         ctx.step("../x", lambda: 1)
 
 
+def test_a_step_draws_the_same_random_numbers_wherever_it_runs(tmp_path):
+    ctx = Context(toy_paper(Calls()), out=tmp_path)
+    draw = lambda: torch.rand(3).tolist()  # noqa: E731
+    first = ctx.step("draw", draw)
+    torch.rand(100)                        # another history before the step: the same numbers
+    again = Context(toy_paper(Calls()), out=tmp_path / "other").step("draw", draw)
+    assert first == again != Context(toy_paper(Calls()), out=tmp_path / "s1", seed=1).step("draw", draw)
+    before = torch.get_rng_state()
+    ctx.step("draw-2", draw)
+    assert torch.equal(torch.get_rng_state(), before)     # the caller's random state is left alone
+
+
 def test_model_cache_is_keyed_by_recipe(cache, tmp_path, monkeypatch):
     calls = Calls()
     monkeypatch.setattr(reproduce, "PAPERS", {"toy": toy_paper(calls, 0.1)})
