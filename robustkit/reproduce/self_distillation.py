@@ -213,6 +213,9 @@ def run(ctx: Context) -> None:
     for column in ("single black-box", "ensemble black-box"):
         best = max(sweep, key=lambda t: sweep[t][column])
         ctx.cell("Fig. 1", row="best T", column=column, paper=PAPER_BEST_TEMPERATURE, ours=best, fmt=".0f")
+        # how much the temperature matters at all: a flat curve makes "best T" a coin toss
+        ctx.cell("Fig. 1", row="max - min over T", column=column, paper=None,
+                 ours=max(r[column] for r in sweep.values()) - min(r[column] for r in sweep.values()))
         ctx.series("Fig. 1", name=f"D-MIFGSM, {column}", x=list(sweep), y=[sweep[t][column] for t in sweep],
                    xlabel="temperature T", ylabel="targeted success")
     ctx.note("Fig. 1", f"D-MIFGSM at eps = {main_eps:.4f}; T = 1 is no distillation. The paper's curve is a "

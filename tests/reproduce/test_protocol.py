@@ -200,3 +200,10 @@ def test_a_missing_paper_module_does_not_break_the_others(monkeypatch):
     with pytest.raises(reproduce.PaperUnavailable, match="not in this installation"):
         papers["absent"]
     assert list(papers) == ["present", "absent"]
+
+
+def test_the_recorded_command_is_the_one_typed(monkeypatch):
+    monkeypatch.setattr(reproduce.sys, "argv", ["/somewhere/robustkit/__main__.py", "reproduce", "retraining"])
+    assert reproduce.command_line().endswith(" -m robustkit reproduce retraining")
+    monkeypatch.setattr(reproduce.sys, "argv", ["bench/retraining.py", "--tiny"])
+    assert reproduce.command_line().endswith(" bench/retraining.py --tiny")
