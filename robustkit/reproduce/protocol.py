@@ -142,8 +142,22 @@ class Context:
         for key, value in (self.limit or {}).items():
             if key in chosen:
                 chosen[key] = value
+        self._check_settings(chosen)
         self.settings.update(chosen)
         return types.SimpleNamespace(**chosen)
+
+    def _check_settings(self, chosen: Dict[str, Any]) -> None:
+        """Memoised steps are only valid for the settings that made them: a resume whose code now asks for
+        other settings is refused instead of mixing old and new numbers."""
+        path = self.out / "settings.json"
+        stored = read_json(path, "out", "start a fresh --out") if path.is_file() else {}
+        changed = {k: (stored[k], v) for k, v in _plain(chosen).items() if k in stored and stored[k] != v}
+        if changed and self.resume:
+            raise ValueError(f"out: the run in {str(self.out)!r} was made with other settings "
+                             f"({', '.join(f'{k}: {a} -> {b}' for k, (a, b) in changed.items())}); "
+                             "start a fresh --out")
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_json(path, {**stored, **_plain(chosen)})
 
     # ---- models ----------------------------------------------------------------------------------------
     def model(self, name: str, recipe: Mapping[str, Any], build: Callable[[], nn.Module],

@@ -243,7 +243,7 @@ def run_dataset(ctx: Context, setup: dict, s, prefix: str) -> None:
 def run(ctx: Context) -> None:
     s = ctx.scale_settings(
         quick=dict(train_images=60000, test_images=300, label_images=200, original_images=2000,
-                   ratios=[1.0, 0.5, 0.25, 0.18], whitebox_images=200, cw_searches=2, cw_steps=50, gap_fit=1000,
+                   ratios=[1.0, 0.5, 0.25, 0.18], whitebox_images=200, cw_searches=3, cw_steps=100, gap_fit=1000,
                    gap_epochs=4, retrain_epochs=1, fooling_images=300, cifar_train_images=10000, cifar_epochs=3),
         full=dict(train_images=60000, test_images=500, label_images=300, original_images=3000,
                   ratios=[1.0, 0.5, 0.25, 0.18], whitebox_images=300, cw_searches=3, cw_steps=100, gap_fit=2000,

@@ -112,6 +112,15 @@ def test_step_memo_and_resume_give_the_same_tables(toy, tmp_path):
         run_paper("toy", out=tmp_path / "cut", resume=True, seed=1, progress=False)
 
 
+def test_a_resume_with_other_settings_is_refused(tmp_path):
+    first = Context(toy_paper(Calls()), out=tmp_path)
+    first.scale_settings(quick=dict(images=10), full=dict(images=100))
+    again = Context(toy_paper(Calls()), out=tmp_path, resume=True)
+    assert again.scale_settings(quick=dict(images=10), full=dict(images=100)).images == 10
+    with pytest.raises(ValueError, match="images: 10 -> 20"):
+        again.scale_settings(quick=dict(images=20), full=dict(images=100))
+
+
 def test_step_returns_what_json_reads_back(tmp_path):
     ctx = Context(toy_paper(Calls()), out=tmp_path, resume=True)
     assert ctx.step("a", lambda: {"t": (1, 2), "nan": float("nan")}) == {"t": [1, 2], "nan": None}
