@@ -133,6 +133,8 @@ class Context:
         self.heatmaps: List[Heatmap] = []
         self.settings: Dict[str, Any] = {}
         self.steps_run: List[str] = []      # steps computed in this process (the others were read back)
+        self._settings_calls: List[dict] = []
+        self._stored_settings: Optional[List[dict]] = None
 
     # ---- settings --------------------------------------------------------------------------------------
     def scale_settings(self, quick: Mapping[str, Any], full: Mapping[str, Any]) -> types.SimpleNamespace:
@@ -148,16 +150,22 @@ class Context:
 
     def _check_settings(self, chosen: Dict[str, Any]) -> None:
         """Memoised steps are only valid for the settings that made them: a resume whose code now asks for
-        other settings is refused instead of mixing old and new numbers."""
+        other settings is refused instead of mixing old and new numbers. ``out/settings.json`` keeps one
+        entry per ``scale_settings`` call, in call order, so a paper may call it more than once."""
         path = self.out / "settings.json"
-        stored = read_json(path, "out", "start a fresh --out") if path.is_file() else {}
-        changed = {k: (stored[k], v) for k, v in _plain(chosen).items() if k in stored and stored[k] != v}
+        if self._stored_settings is None:
+            stored = read_json(path, "out", "start a fresh --out") if path.is_file() else []
+            self._stored_settings = stored if isinstance(stored, list) else [stored]
+        index, plain = len(self._settings_calls), _plain(chosen)
+        before = self._stored_settings[index] if index < len(self._stored_settings) else {}
+        changed = {k: (before[k], v) for k, v in plain.items() if k in before and before[k] != v}
         if changed and self.resume:
             raise ValueError(f"out: the run in {str(self.out)!r} was made with other settings "
                              f"({', '.join(f'{k}: {a} -> {b}' for k, (a, b) in changed.items())}); "
                              "start a fresh --out")
+        self._settings_calls.append(plain)
         self.out.mkdir(parents=True, exist_ok=True)
-        write_json(path, {**stored, **_plain(chosen)})
+        write_json(path, self._settings_calls)
 
     # ---- models ----------------------------------------------------------------------------------------
     def model(self, name: str, recipe: Mapping[str, Any], build: Callable[[], nn.Module],

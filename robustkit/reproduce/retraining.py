@@ -269,8 +269,8 @@ def run(ctx: Context) -> None:
     for table in ("Table 3", "Table 4"):
         ctx.note(table, substitution + f" The paper retrains with as many adversarial as original images; here "
                                        f"{s.whitebox_images} (their cost on a CPU).")
-    ctx.note("Table 4", f"C&W L2 toward the least-likely class; budget {s.cw_searches} binary-search x {s.cw_steps} Adam "
-                        "steps (the paper does not give its budget).")
+    ctx.note("Table 4", f"C&W L2 toward the least-likely class; budget {s.cw_searches} binary-search x "
+                        f"{s.cw_steps} Adam steps (the paper does not give its budget).")
     ctx.note("Table 7", f"PCA to 50 (MNIST) / 300 (CIFAR-10, as the paper) dimensions, 1-NN over the training "
                         f"set; {s.label_images} images per attacker. The paper reports GAP images only; an "
                         "adversarial version of a training image finds its source in the index, a held-out one "

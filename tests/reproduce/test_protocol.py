@@ -118,7 +118,14 @@ def test_a_resume_with_other_settings_is_refused(tmp_path):
     again = Context(toy_paper(Calls()), out=tmp_path, resume=True)
     assert again.scale_settings(quick=dict(images=10), full=dict(images=100)).images == 10
     with pytest.raises(ValueError, match="images: 10 -> 20"):
-        again.scale_settings(quick=dict(images=20), full=dict(images=100))
+        Context(toy_paper(Calls()), out=tmp_path, resume=True).scale_settings(quick=dict(images=20),
+                                                                              full=dict(images=100))
+    twice = Context(toy_paper(Calls()), out=tmp_path / "twice")      # a paper may ask twice, other values
+    twice.scale_settings(quick=dict(epochs=1), full=dict(epochs=1))
+    twice.scale_settings(quick=dict(epochs=5), full=dict(epochs=5))
+    resumed = Context(toy_paper(Calls()), out=tmp_path / "twice", resume=True)
+    assert resumed.scale_settings(quick=dict(epochs=1), full=dict(epochs=1)).epochs == 1
+    assert resumed.scale_settings(quick=dict(epochs=5), full=dict(epochs=5)).epochs == 5
 
 
 def test_step_returns_what_json_reads_back(tmp_path):
