@@ -149,64 +149,75 @@ def run(ctx: Context) -> None:
              f"clean accuracy {', '.join(f'{n} {accuracy[n]:.3f}' for n in names)} on the first "
              f"{s.test_images} test images. {s.images} test images all four classify correctly, one random "
              f"target each; success = the prediction is the target.")
+    record_table1(ctx, main, names, setup, s, main_eps)
+    record_table2(ctx, main, names, main_eps)
+    record_table3(ctx, by_eps, names, s.eps)
+    # Fig. 1: the temperature sweep of D-MIFGSM at the main eps (T = 16 reads back Table 1 and 2's steps)
+    sweep = {t: summary(tables_at(ctx, models, data, main_eps, s.steps, t, kinds=("dmifgsm",))["dmifgsm"], names)
+             for t in s.temperatures}
+    record_fig1(ctx, sweep, main_eps)
 
-    # Table 1: D-MIFGSM single source -> model
+
+def record_table1(ctx: Context, main: dict, names: list, setup: str, s, eps: float) -> None:
+    """D-MIFGSM single source -> model, and the two means set against the paper's."""
     for src in names:
         for m in names:
             ctx.cell("Table 1", row=src, column=m, paper=None, ours=main["single"][src][m])
-    # Table 1, the diagonal (0.999, 0.991, 1.0, 1.0) and the off-diagonal cells of the four source rows
+    # the paper's diagonal (0.999, 0.991, 1.0, 1.0) and the off-diagonal cells of its four source rows
     ctx.cell("Table 1", row="mean", column="white-box (own model)", paper=mean(
         PAPER_TABLE1[r][PAPER_TARGETS.index(r)] for r in PAPER_KNOWN), ours=summary(main, names)["single white-box"])
     ctx.cell("Table 1", row="mean", column="black-box (other models)", paper=paper_off_diagonal(PAPER_TABLE1),
              ours=summary(main, names)["single black-box"])
     ctx.note("Table 1", setup)
-    ctx.note("Table 1", f"D-MIFGSM T = {s.temperature:g}, eps = {main_eps:.4f}, N = {s.steps}. Cell (source, "
+    ctx.note("Table 1", f"D-MIFGSM T = {s.temperature:g}, eps = {eps:.4f}, N = {s.steps}. Cell (source, "
                         f"model); the paper's cells are ImageNet networks, so only the means are compared (paper: "
                         f"its 4 x 7 table, own-model cells vs all others).")
     ctx.heatmap("Table 1", rows=names, cols=names, values=[[main["single"][r][c] for c in names] for r in names],
                 label="targeted success")
 
-    # Table 2: D-MIFGSM ensemble of all but one -> model
+
+def record_table2(ctx: Context, main: dict, names: list, eps: float) -> None:
+    """D-MIFGSM from the ensemble of all but one -> model, and the two means set against the paper's."""
     for held in names:
         for m in names:
             ctx.cell("Table 2", row=f"-{held}", column=m, paper=None, ours=main["ensemble"][held][m])
-    # Table 2, the held-out column of each "-net" row (0.499, 0.294, 0.803, 0.787) and the members' cells
+    # the paper's held-out column of each "-net" row (0.499, 0.294, 0.803, 0.787) and the members' cells
     ctx.cell("Table 2", row="mean", column="held-out model", paper=mean(
         PAPER_TABLE2[r][PAPER_TARGETS.index(r)] for r in PAPER_KNOWN), ours=summary(main, names)["ensemble black-box"])
     ctx.cell("Table 2", row="mean", column="ensemble members", paper=mean(
         PAPER_TABLE2[r][PAPER_TARGETS.index(c)] for r in PAPER_KNOWN for c in PAPER_KNOWN if c != r),
         ours=summary(main, names)["ensemble white-box"])
     ctx.note("Table 2", f"Row -m: the ensemble (Eq. 8 loss fusion) of the three models other than m; eps = "
-                        f"{main_eps:.4f}.")
+                        f"{eps:.4f}.")
     ctx.heatmap("Table 2", rows=[f"-{h}" for h in names], cols=names,
                 values=[[main["ensemble"][h][c] for c in names] for h in names], label="targeted success")
 
-    # Table 3: MI-FGSM vs D-MIFGSM, at each eps
-    for eps in s.eps:
+
+def record_table3(ctx: Context, by_eps: dict, names: list, budgets: list) -> None:
+    """MI-FGSM vs D-MIFGSM at each eps: single / ensemble x black- / white-box means and the gain."""
+    for eps in budgets:
         means = {kind: summary(by_eps[eps][kind], names) for kind in METHODS}
         for setting in ("single", "ensemble"):
             for box, paper_numbers in (("black-box", PAPER_TABLE3_BLACK), ("white-box", PAPER_TABLE3_WHITE)):
-                row = f"{setting} {box}, eps={eps:.4f}"
+                row, key = f"{setting} {box}, eps={eps:.4f}", f"{setting} {box}"
                 for kind, label in METHODS.items():
                     ctx.cell("Table 3", row=row, column=label, paper=mean(paper_numbers[(setting, kind)]),
-                             ours=means[kind][f"{setting} {box}"])
+                             ours=means[kind][key])
                 ctx.cell("Table 3", row=row, column="gain (D - MI)", paper=mean(paper_numbers[(setting, "dmifgsm")])
-                         - mean(paper_numbers[(setting, "mifgsm")]),
-                         ours=means["dmifgsm"][f"{setting} {box}"] - means["mifgsm"][f"{setting} {box}"])
+                         - mean(paper_numbers[(setting, "mifgsm")]), ours=means["dmifgsm"][key] - means["mifgsm"][key])
     ctx.note("Table 3", "Ours: single = mean over the 4 sources of the 12 source -> other-model cells (black-box) "
                         "or the 4 own-model cells (white-box); ensemble = all-but-one -> held-out (black-box) or "
                         "-> members (white-box). Paper: single = VGG16 source -> Res50/Res152/IncRes, ensemble = "
                         "all four -> those three; white-box single = VGG16 itself. The white-box rows of the "
                         "paper's Table 3 are partly garbled in the text extraction; read as 1.0 / 1.0 (single) "
                         "and 0.944 0.789 0.993 0.988 / 0.982 1.0 1.0 0.949 (ensemble).")
-    if 32 / 255 not in s.eps:
+    if 32 / 255 not in budgets:
         ctx.note("Table 3", "The paper's eps = 32/255 is run at full scale only: on MNIST it is too weak for a "
                             "targeted attack to transfer at all.")
 
-    # Fig. 1: the temperature sweep of D-MIFGSM at the main eps
-    # (T = 16 reads back Table 1 and 2's steps)
-    sweep = {t: summary(tables_at(ctx, models, data, main_eps, s.steps, t, kinds=("dmifgsm",))["dmifgsm"], names)
-             for t in s.temperatures}
+
+def record_fig1(ctx: Context, sweep: dict, eps: float) -> None:
+    """Black-box success per temperature, the best T against the paper's 16, and the spread over T."""
     for t, row in sweep.items():
         for column in ("single black-box", "ensemble black-box"):
             ctx.cell("Fig. 1", row=f"T={t:g}", column=column, paper=None, ours=row[column])
@@ -218,7 +229,7 @@ def run(ctx: Context) -> None:
                  ours=max(r[column] for r in sweep.values()) - min(r[column] for r in sweep.values()))
         ctx.series("Fig. 1", name=f"D-MIFGSM, {column}", x=list(sweep), y=[sweep[t][column] for t in sweep],
                    xlabel="temperature T", ylabel="targeted success")
-    ctx.note("Fig. 1", f"D-MIFGSM at eps = {main_eps:.4f}; T = 1 is no distillation. The paper's curve is a "
+    ctx.note("Fig. 1", f"D-MIFGSM at eps = {eps:.4f}; T = 1 is no distillation. The paper's curve is a "
                        "figure without printed numbers; it states the best T is about 16.")
 
 
