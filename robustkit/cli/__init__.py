@@ -24,7 +24,7 @@ import sys
 from typing import Optional, Sequence
 
 #: The subcommands, in the order ``--help`` lists them: modules ``robustkit.cli.<name>`` (``-`` spelt ``_``).
-COMMANDS = ("demo", "eval", "transfer", "report", "retrain", "train", "train-denoiser")
+COMMANDS = ("demo", "eval", "transfer", "report", "retrain", "train", "train-denoiser", "reproduce")
 
 
 def _command(name: str):
