@@ -125,9 +125,13 @@ def _top_eigenvectors(covariance: Tensor, dim: int, *, iterations: int = 8, over
 def _orthonormalize(basis: Tensor) -> Tensor:
     """CholeskyQR2 (Fukaya et al. 2014) in float64: two Gram-Cholesky passes. Matmul-bound, several times
     faster than Householder QR of a tall matrix here, and orthonormal to working precision for the
-    condition numbers one covariance product produces."""
+    condition numbers one covariance product produces. A rank-deficient basis (fewer training images than
+    the subspace width, so the covariance's rank is below it) has a singular Gram matrix: Householder QR
+    then, which orthonormalises any basis."""
     for _ in range(2):
-        chol = torch.linalg.cholesky(basis.T @ basis)
+        chol, info = torch.linalg.cholesky_ex(basis.T @ basis)
+        if int(info) != 0:
+            return torch.linalg.qr(basis).Q
         basis = torch.linalg.solve_triangular(chol, basis.T, upper=False).T
     return basis
 

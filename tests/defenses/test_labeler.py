@@ -215,3 +215,19 @@ def test_empty_queries(backend):
     assert lab.predict(x[:0]).shape == (0,)
     dist, idx = lab.kneighbors(x[:0])
     assert dist.shape == idx.shape == (0, 2)
+
+
+def test_pca_of_a_rank_deficient_set_equals_exact_pca(one_thread):
+    """300 dims of 3,072-pixel images whose covariance has 20 large eigenvalues and a tail 1e6 smaller (few
+    images, strongly correlated pixels, as 500 CIFAR-10 images): after the covariance products the subspace
+    iteration's 600 columns are numerically dependent, its Gram matrix singular (a Cholesky failure before the
+    QR fallback). The leading subspace must still be the exact one."""
+    from robustkit.defenses._pca import fit_pca
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(400, 20, generator=g) @ torch.rand(20, 3072, generator=g) / 20
+    x = x + 1e-3 * torch.rand(400, 3072, generator=g)
+    basis = fit_pca(x, 300)
+    exact = torch.linalg.svd((x - x.mean(0)).double(), full_matrices=False).Vh[:19]
+    # the leading 19 directions (the rank-20 signal less the mean's) match: principal angles ~0
+    overlap = torch.linalg.svdvals(basis.components[:19].double() @ exact.T)
+    assert overlap.min() > 1 - 1e-4, overlap.min()
