@@ -1,6 +1,20 @@
 """APGD-CE, APGD-T, Square and the standard AutoAttack: robustkit against torchattacks (and ART where it runs),
 same model, same images, same eps, same process.
 
+Models (``--model``): ``lenet``, the zoo's MNIST LeNet (1 epoch); ``fast-at``, Wong et al.'s MNIST CNN trained
+with ``FastAdversarialTraining(eps=0.3)`` through ``rk.training.fit`` (their recipe on the first 15,000
+training images, 10 epochs, seed 0; trained once and cached under ``$ROBUSTKIT_CACHE`` with
+``rk.zoo.cached_model``). ``--attacks rand`` puts ``RandomResizePad`` (scale 0.75-1) in front of the model and
+compares AutoAttack(version="rand") with APGD-CE alone under EOT over 20 draws and with torchattacks'
+``AutoAttack(version="rand")``; a randomized model's robust accuracy is the mean over 5 draws.
+
+Budgets. robustkit's standard AutoAttack is the paper's: APGD-CE 100 steps, APGD-T 9 targets x 100 steps,
+FAB-T 9 targets x 100 steps, Square 5000 queries. torchattacks' ``AutoAttack(version="standard")`` runs
+APGD, APGD-T and FAB-T with its default 10 steps (Square 5000 queries): ``torchattacks`` in the tables.
+``torchattacks-100`` is its ``MultiAttack`` of the same four attacks at the paper's budget, the comparison at
+the same budget. ART's ``AutoAttack`` (``--art``) is its own default suite: APGD-CE and APGD-DLR with 5
+restarts of 100 steps each, DeepFool (100 steps) and Square (5000 queries, 5 restarts), a larger budget.
+
 Strength: each method's robust accuracy (the fraction of images the model still classifies correctly
 on the images it returns, which must lie in the eps-ball and the [0, 1] box; a method that leaves the ball
 fails the run). Then time per call on rotating rounds and paired ratios (``harness.timeit``), and the
@@ -14,25 +28,61 @@ step, which decides whether a fused DLR kernel would pay.
 from __future__ import annotations
 
 import argparse
+import os
+import pathlib
 import sys
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from torch import nn
 
-import harness
-import robustkit as rk
-from data import correctly_classified, mnist_lenet
-from harness import floor_step
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # this checkout's robustkit
+
+import harness  # noqa: E402
+import robustkit as rk  # noqa: E402
+from data import correctly_classified, mnist_lenet, trainable  # noqa: E402
+from harness import floor_step  # noqa: E402
+
+EPS_TRAINED = 0.3
 
 
-def robust_accuracy(model, x, y, adv, eps: float) -> float:
+def wong_mnist_cnn() -> nn.Module:
+    """The MNIST network of Wong et al. 2020 (their ``mnist_net``)."""
+    return nn.Sequential(nn.Conv2d(1, 16, 4, stride=2, padding=1), nn.ReLU(),
+                         nn.Conv2d(16, 32, 4, stride=2, padding=1), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(32 * 7 * 7, 100), nn.ReLU(), nn.Linear(100, 10))
+
+
+def fast_at_mnist() -> nn.Module:
+    """Wong et al.'s MNIST CNN after fast adversarial training at eps 0.3 (FGSM from a random start, step 1.25
+    eps, Adam with a cyclic rate peaking at 5e-3, batch 100, the first 15,000 training images, 10 epochs)."""
+    from robustkit.datasets import mnist
+
+    def train(model: nn.Module) -> nn.Module:
+        subset = torch.utils.data.Subset(mnist("train"), range(15000))
+        rk.training.fit(model, subset, rk.defenses.FastAdversarialTraining(eps=EPS_TRAINED), epochs=10,
+                        batch_size=100, optimizer="adam", lr=5e-3, schedule="cyclic", seed=0, progress=True)
+        return model
+
+    cache = pathlib.Path(os.environ.get("ROBUSTKIT_CACHE", pathlib.Path.home() / ".cache" / "robustkit"))
+    torch.manual_seed(0)
+    model = rk.zoo.cached_model(wong_mnist_cnn(), cache / "mnist-wong-fastat-eps0.3-n15000-e10-s0.pt", train)
+    return trainable(model.eval())
+
+
+def load_model(name: str) -> nn.Module:
+    return mnist_lenet() if name == "lenet" else fast_at_mnist()
+
+
+def robust_accuracy(model, x, y, adv, eps: float, draws: int = 1) -> float:
+    """Accuracy on the returned images (the mean over ``draws`` forwards for a randomized model), after
+    checking that they lie in the eps-ball and the box."""
     adv = torch.as_tensor(np.asarray(adv) if not isinstance(adv, torch.Tensor) else adv).detach().float()
     size = float((adv - x).abs().flatten(1).amax(dim=1).max())
     harness.check(size <= eps + 1e-5 and float(adv.min()) >= 0 and float(adv.max()) <= 1,
                   f"an attack left the eps={eps} ball or the box (largest L-inf {size:.6g})")
     with torch.no_grad():
-        return float((model(adv).argmax(dim=1) == y).float().mean())
+        return float(sum((model(adv).argmax(dim=1) == y).float().mean() for _ in range(draws)) / draws)
 
 
 def art_classifier(model):
@@ -40,6 +90,10 @@ def art_classifier(model):
 
     return PyTorchClassifier(model=model, loss=torch.nn.CrossEntropyLoss(), input_shape=(1, 28, 28), nb_classes=10,
                              clip_values=(0.0, 1.0), device_type="cpu")
+
+
+#: the robustkit AutoAttack instance of each suite row, for its per-stage counts
+SUITES = {}
 
 
 def methods(name: str, model, eps: float, x, y, with_art: bool):
@@ -68,7 +122,7 @@ def methods(name: str, model, eps: float, x, y, with_art: bool):
         theirs = torchattacks.Square(model, norm="Linf", eps=eps, n_queries=5000, n_restarts=1, p_init=0.8, seed=0)
         return {"robustkit": lambda: ours(x, y), "torchattacks": lambda: theirs(x, y)}
     if name == "autoattack":
-        ours = rk.attacks.AutoAttack(model, eps=eps, version="standard")
+        ours = SUITES[name] = rk.attacks.AutoAttack(model, eps=eps, version="standard")
         # torchattacks' AutoAttack(version="standard") runs APGD, APGD-T and FAB with their default 10 steps;
         # "torchattacks-100" is its MultiAttack with the AutoAttack paper's budget (100 steps, as ours)
         theirs = torchattacks.AutoAttack(model, norm="Linf", eps=eps, version="standard", n_classes=10, seed=0)
@@ -81,11 +135,19 @@ def methods(name: str, model, eps: float, x, y, with_art: bool):
         fns = {"robustkit": lambda: ours(x, y), "torchattacks": lambda: theirs(x, y),
                "torchattacks-100": lambda: theirs_100(x, y)}
         if with_art:
+            # ART's AutoAttack imports the multiprocess package even without a parallel pool
             from art.attacks.evasion import AutoAttack as ArtAutoAttack
 
             art = ArtAutoAttack(art_classifier(model), norm=np.inf, eps=eps, eps_step=2 * eps, batch_size=len(x))
             fns["art"] = lambda: art.generate(xn, yn)
         return fns
+    if name == "rand":
+        # model is the randomized one here (RandomResizePad in front)
+        ours = SUITES[name] = rk.attacks.AutoAttack(model, eps=eps, version="rand")
+        apgd_eot = rk.attacks.APGD(model, eps=eps, steps=100, loss="ce", eot=20)
+        theirs = torchattacks.AutoAttack(model, norm="Linf", eps=eps, version="rand", n_classes=10, seed=0)
+        return {"robustkit": lambda: ours(x, y), "robustkit-apgd-ce-eot20": lambda: apgd_eot(x, y),
+                "torchattacks": lambda: theirs(x, y)}
     raise ValueError(name)
 
 
@@ -112,15 +174,24 @@ def main() -> None:
     parser.add_argument("--art", action="store_true", help="also ART's AutoProjectedGradientDescent and AutoAttack")
     parser.add_argument("--name", default="autoattack", help="result file name under bench/results/<label>/")
     parser.add_argument("--art-once", action="store_true", help="time ART in the first round only (it is slow)")
+    parser.add_argument("--only", default=None, help="comma-separated methods to run besides robustkit "
+                        "(e.g. art: ART's slow suite on its own)")
+    parser.add_argument("--model", choices=("lenet", "fast-at"), default="lenet",
+                        help="the zoo's MNIST LeNet or the fast adversarially trained MNIST CNN")
     harness.add_arguments(parser)
     args = parser.parse_args()
     harness.apply_arguments(args)
     harness.quiet_peer_warnings()
-    model = mnist_lenet()
-    x, y = correctly_classified(model, args.images)
+    base = load_model(args.model)
+    x, y = correctly_classified(base, args.images)
     rows = []
     for name in args.attacks.split(","):
+        model = base
+        if name == "rand":
+            model = rk.defenses.RandomResizePad(base, 28, min_scale=0.75, max_scale=1.0, seed=0).eval()
         fns = methods(name, model, args.eps, x, y, args.art)
+        if args.only:
+            fns = {m: fn for m, fn in fns.items() if m == "robustkit" or m in args.only.split(",")}
         outputs = {}
 
         def keep(method, fn):
@@ -133,21 +204,32 @@ def main() -> None:
         # each method's first timed call is also its strength run (the calls take minutes on a shared machine);
         # the ball and box are checked before anything is written
         timings = harness.timeit(timed, rounds=args.rounds, warmup=0, clock=args.clock, once=once, progress=True)
-        ratios = timings.paired_ratios("torchattacks")
-        strength = {method: robust_accuracy(model, x, y, outputs[method], args.eps) for method in fns}
+        reference = "torchattacks" if "torchattacks" in fns else "robustkit"
+        ratios = timings.paired_ratios(reference)
+        draws = 5 if name == "rand" else 1
+        strength = {method: robust_accuracy(model, x, y, outputs[method], args.eps, draws) for method in fns}
         for method, value in strength.items():
             print(f"{name:10s} {method:12s} robust accuracy {value:.4f}", file=sys.stderr, flush=True)
         seconds = timings.median()
-        row = {"attack": name, "eps": args.eps, "images": len(x), "robust_accuracy": strength,
+        suite = SUITES.get(name)
+        if suite is not None:  # the suite's own bookkeeping: robust samples after the clean check and each attack
+            print(f"{name:10s} robustkit robust after clean, {', '.join(suite.stage_names)}: {suite.last_counts}",
+                  file=sys.stderr, flush=True)
+        row = {"attack": name, "model": args.model, "eps": args.eps, "images": len(x), "robust_accuracy": strength,
                "at_most_torchattacks": all(strength["robustkit"] <= v for k, v in strength.items()
                                            if k.startswith("torchattacks")),
+               "robust_after_each_stage": None if suite is None else dict(zip(["clean"] + suite.stage_names,
+                                                                              suite.last_counts)),
                "img_per_s": {m: len(x) / s for m, s in seconds.items()},
-               **timings.to_json(("torchattacks", "torchattacks-100", "floor"))}
+               **timings.to_json(("torchattacks", "torchattacks-100", "robustkit-apgd-ce-eot20", "floor"))}
+        if name == "rand":  # returning its best points, the suite must be no weaker than its first attack alone
+            row["at_most_apgd_ce_eot20"] = strength["robustkit"] <= strength["robustkit-apgd-ce-eot20"]
         rows.append(row)
-        print(f"{name:10s} robust acc ours {strength['robustkit']:.4f} torchattacks {strength['torchattacks']:.4f}  "
-              f"img/s ours {row['img_per_s']['robustkit']:.1f} torchattacks {row['img_per_s']['torchattacks']:.1f}  "
-              f"paired speedup {ratios['robustkit']:.2f}x", flush=True)
-    notes = {"model": "zoo MNIST LeNet (seed 0, 1 epoch)", "norm": "linf", "threads": torch.get_num_threads(),
+        print(f"{name:10s} robust accuracy {strength}  img/s {row['img_per_s']}  paired speedup vs {reference} "
+              f"{ratios}", flush=True)
+    described = {"lenet": "zoo MNIST LeNet (seed 0, 1 epoch)",
+                 "fast-at": "Wong et al. MNIST CNN, FastAdversarialTraining eps 0.3, 15,000 images x 10 epochs"}
+    notes = {"model": described[args.model], "norm": "linf", "threads": torch.get_num_threads(),
              "dlr": dlr_share(model, x, y), "shared_machine": "run niced on a shared 2-core machine",
              "strength": "from each method's first timed call", "warmup": "none"}
     harness.Result(args.name, rows=rows, notes=notes).write()

@@ -85,7 +85,7 @@ class _Projector:
 def apgd(logits_fn: LogitsFn, x: Tensor, y: Tensor, start: Tensor, *, eps: float, norm: str = "linf",
          steps: int = 100, loss: str = "ce", target: Optional[Tensor] = None, targeted_success: bool = False,
          eot: int = 1, eot_batched: bool = True, rho: float = 0.75, alpha: float = 0.75, early_stop: bool = True,
-         return_best: bool = False, trace: bool = False) -> APGDRun:
+         return_best: bool = False, trace: bool = False, groups: Optional[Tensor] = None) -> APGDRun:
     """Algorithm 1 from ``start`` (``x(0)``), per sample, with ``η(0) = 2 eps``.
 
     ``target`` selects the targeted loss; success is ``argmax == target`` when ``targeted_success`` and
@@ -94,6 +94,11 @@ def apgd(logits_fn: LogitsFn, x: Tensor, y: Tensor, start: Tensor, *, eps: float
     (samples never interact), only cheaper. ``return_best`` returns ``x_max`` for every sample (for a
     randomized model the point of highest expected loss is a stronger answer than the first iterate one
     draw misclassified); it implies no early stop.
+
+    ``groups`` (``[B]`` int64, with early stop): rows that attack the same sample toward different targets
+    share a group id, and every row of a group leaves the active batch once one of them succeeds (APGD-T's
+    targets as one batch); the rows that leave without succeeding keep ``success=False``, and ``steps`` the
+    iteration they left at.
     """
     early_stop = early_stop and not return_best
     batch = x.shape[0]
@@ -148,10 +153,15 @@ def apgd(logits_fn: LogitsFn, x: Tensor, y: Tensor, start: Tensor, *, eps: float
     f_max_last, eta_last, w_last = f_max.clone(), eta.clone(), 0
 
     for k in range(1, steps):
+        if early_stop and groups is not None:
+            group_a = groups[active]
+            hit = torch.zeros(int(groups.max()) + 1, dtype=torch.bool, device=x.device)
+            found = hit.index_fill_(0, group_a[found], True)[group_a]
         if early_stop and bool(found.any()):
             keep = (~found).nonzero().squeeze(1)
             done_rows = active[found]
             out_best[done_rows] = f_max[found]
+            out_steps[done_rows[~out_success[done_rows]]] = k
             if keep.numel() == 0:
                 active = keep
                 break

@@ -13,6 +13,9 @@ from robustkit.attacks.dlr import LOSSES, check_classes, check_label_range
 from robustkit.attacks.eot import check_eot
 from robustkit.attacks.restarts import check_restarts
 
+#: the most rows one APGD-T call attacks (its targets are batched up to this)
+_TARGET_ROWS = 4096
+
 
 def top_other_classes(logits: Tensor, y: Tensor, count: int) -> Tensor:
     """``[B, count]`` the ``count`` classes other than ``y`` with the highest ``logits``, best first."""
@@ -102,22 +105,35 @@ class APGD(FixedBudgetAttack):
         check_classes(type(self).__name__, self.loss, num_classes, goals[0] is not None)
         adv = x.clone()
         broken = (clean.argmax(1) == target) if targeted_success else (clean.argmax(1) != y)
-        for goal in goals:
-            for _ in range(self.restarts):
+        for _ in range(self.restarts):
+            # the targets as one batch of len(goals) * n rows (in slices of at most _TARGET_ROWS rows), a
+            # sample's rows leaving together once one succeeds: the same attack as target after target on the
+            # samples still robust, in fewer, larger forwards
+            first = 0
+            while first < len(goals):
                 todo = (~broken).nonzero().squeeze(1)
                 if todo.numel() == 0:
                     break
-                x_t, y_t = x[todo], y[todo]
-                start = random_start(x_t, self.eps, self.norm, generator)
-                run = apgd(self.logits, x_t, y_t, start, eps=self.eps, norm=self.norm, steps=self.steps,
-                           loss=self.loss, target=None if goal is None else goal[todo],
-                           targeted_success=targeted_success, eot=self.eot, eot_batched=self.eot_batched,
-                           rho=self.rho, early_stop=self.early_stop, return_best=self.eot > 1)
-                steps[todo] += run.steps
-                better = run.success | (run.best_loss > best[todo])
-                adv[todo[better]] = run.adv[better]
-                best[todo[better]] = run.best_loss[better]
-                broken[todo[run.success]] = True
+                chunk = goals[first:first + max(1, _TARGET_ROWS // todo.numel())]
+                first += len(chunk)
+                rows = todo.repeat(len(chunk))  # [G * n] copy-major: target g of sample todo[i] is row g*n + i
+                goal_rows = None if chunk[0] is None else torch.cat([g[todo] for g in chunk])
+                start = random_start(x[rows], self.eps, self.norm, generator)
+                run = apgd(self.logits, x[rows], y[rows], start, eps=self.eps, norm=self.norm, steps=self.steps,
+                           loss=self.loss, target=goal_rows, targeted_success=targeted_success, eot=self.eot,
+                           eot_batched=self.eot_batched, rho=self.rho, early_stop=self.early_stop,
+                           return_best=self.eot > 1,
+                           groups=torch.arange(todo.numel(), device=x.device).repeat(len(chunk))
+                           if len(chunk) > 1 else None)
+                steps.index_add_(0, rows, run.steps)
+                # per row in target order: a success beats any loss; else the highest loss so far
+                for g in range(len(chunk)):
+                    part = slice(g * todo.numel(), (g + 1) * todo.numel())
+                    ok, loss_g = run.success[part] & ~broken[todo], run.best_loss[part]
+                    better = ok | (~broken[todo] & (loss_g > best[todo]))
+                    adv[todo[better]] = run.adv[part][better]
+                    best[todo[better]] = loss_g[better]
+                    broken[todo[ok]] = True
         return AttackOutput(adv=adv, steps=steps, extras={"loss": best})
 
 

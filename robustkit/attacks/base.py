@@ -280,7 +280,8 @@ class Attack:
     def member_logits(self, x: Tensor) -> List[Tensor]:
         """Each model's logits of ``x`` as ``[B, num_classes]`` tensors (graph kept for autograd): float32, or
         float64 for float64 models (so exact float64 runs stay exact); half-precision outputs are widened."""
-        routed = self._route_convolutions and x.device.type == "cpu"
+        # the routing only changes the input-gradient backward: a forward without autograd skips its overhead
+        routed = self._route_convolutions and x.device.type == "cpu" and torch.is_grad_enabled()
         with self.autocast(), routed_convolutions(routed):
             outs = self._forward_on_streams(x) if self._use_streams(x) else [m(x) for m in self.models]
         for i, out in enumerate(outs):

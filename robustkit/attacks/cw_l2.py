@@ -27,9 +27,9 @@ def l2_search(logits: LogitsFn, x: Tensor, y: Tensor, target: Optional[Tensor], 
               mask: Optional[Tensor] = None, start: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """The L2 attack with its binary search; ``mask`` (bool, ``x``'s shape, True = may change) restricts
     the pixels that move, for the L0 attack; ``start`` (default ``x``) is where each round's Adam starts
-    (Carlini and Wagner's random starting points, Sec. V.A; distances are still measured from ``x``). Returns ``(adv, best_l2sq, const, steps)``; ``adv`` is ``x``
-    and ``best_l2sq`` ``inf`` where no adversarial example was found; ``steps`` counts the Adam
-    iterations each sample ran over all rounds."""
+    (Carlini and Wagner's random starting points, Sec. V.A; distances are still measured from ``x``).
+    Returns ``(adv, best_l2sq, const, steps)``; ``adv`` is ``x`` and ``best_l2sq`` ``inf`` where no
+    adversarial example was found; ``steps`` counts the Adam iterations each sample ran over all rounds."""
     x = x.contiguous()  # the fused step updates its state in place and needs dense samples
     batch = x.shape[0]
     label = target if target is not None else y

@@ -32,14 +32,11 @@ Judge = Callable[[Tensor, Tensor, Tensor, Optional[Tensor]], Tensor]
 
 
 def best_of_restarts(run_once: RunOnce, judge: Judge, x: Tensor, y: Tensor, target: Optional[Tensor],
-                     restarts: int, *, norm: Optional[str] = None) -> AttackOutput:
-    """Runs ``run_once(x_sub, y_sub, target_sub, restart_index)`` up to ``restarts`` times.
-
-    ``judge(adv, x, y, target) -> [B] bool`` says which results succeed. With ``norm`` (a minimal-norm
-    attack) every restart runs on every sample and a successful result with a smaller ``norm`` perturbation
-    replaces the kept one; without it (a fixed-budget attack) each restart runs only on the samples not yet
-    successful. ``steps`` add up over the restarts; extras are taken from the kept result.
-    """
+                     restarts: int) -> AttackOutput:
+    """Runs ``run_once(x_sub, y_sub, target_sub, restart_index)`` up to ``restarts`` times, each restart only on
+    the samples not yet successful (a fixed-budget attack; minimal-norm attacks use
+    :class:`MinimalNormSearch`). ``judge(adv, x, y, target) -> [B] bool`` says which results succeed.
+    ``steps`` add up over the restarts; extras are taken from the kept result."""
     out = run_once(x, y, target, 0)
     if restarts == 1:
         return out
@@ -47,20 +44,13 @@ def best_of_restarts(run_once: RunOnce, judge: Judge, x: Tensor, y: Tensor, targ
     extras = {k: v.clone() for k, v in out.extras.items()}
     success = judge(adv, x, y, target)
     for index in range(1, restarts):
-        rows = torch.arange(x.shape[0], device=x.device) if norm is not None else (~success).nonzero().squeeze(1)
+        rows = (~success).nonzero().squeeze(1)
         if rows.numel() == 0:
             break
         t_sub = None if target is None else target[rows]
         part = run_once(x[rows], y[rows], t_sub, index)
         steps[rows] += part.steps
-        ok = judge(part.adv, x[rows], y[rows], t_sub)
-        if norm is None:
-            better = ok
-        else:
-            delta_new = (part.adv - x[rows]).flatten(1)
-            delta_old = (adv[rows] - x[rows]).flatten(1)
-            size = (lambda d: d.abs().amax(dim=1)) if norm == "linf" else (lambda d: d.norm(dim=1))
-            better = ok & (~success[rows] | (size(delta_new) < size(delta_old)))
+        better = judge(part.adv, x[rows], y[rows], t_sub)
         chosen = rows[better]
         adv[chosen] = part.adv[better]
         for key, value in part.extras.items():

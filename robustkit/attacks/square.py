@@ -140,26 +140,34 @@ class Square(FixedBudgetAttack):
         current = (x + delta).clamp_(0.0, 1.0)
         current_margin = margin(self.predict(current), y, target).float()
         used = torch.ones(batch, dtype=torch.int64, device=x.device)
+        # the state of the samples still robust, compacted: gathers and scatters happen only when one breaks
         active = (current_margin >= 0).nonzero().squeeze(1)
-        for iteration in range(1, self.queries):
-            if active.numel() == 0:
-                break
+        x_a, cur_a, margin_a, y_a = x[active], current[active], current_margin[active], y[active]
+        t_a = None if target is None else target[active]
+        iteration = 1
+        while iteration < self.queries and active.numel():
             p = square_fraction(self.p_init, iteration, self.queries)
             side = int(round(math.sqrt(p * height * width)))
             side = min(max(side, 1 if self.norm == "linf" else 3), min(height, width) - 1)
-            x_a, cur_a = x[active], current[active]
             if self.norm == "linf":
                 proposal = self._propose_linf(x_a, cur_a, side, generator)
             else:
                 proposal = self._propose_l2(x_a, cur_a, side, generator)
-            t_a = None if target is None else target[active]
-            new_margin = margin(self.predict(proposal), y[active], t_a).float()
-            used[active] += 1
-            accept = new_margin < current_margin[active]
-            rows = active[accept]
-            current[rows] = proposal[accept]
-            current_margin[rows] = new_margin[accept]
-            active = active[current_margin[active] >= 0]
+            new_margin = margin(self.predict(proposal), y_a, t_a).float()
+            accept = new_margin < margin_a
+            cur_a = torch.where(accept.view(-1, 1, 1, 1), proposal, cur_a)
+            margin_a = torch.where(accept, new_margin, margin_a)
+            iteration += 1
+            broken = margin_a < 0
+            last = iteration == self.queries
+            if last or bool(broken.any()):  # one host sync per query, as before: which samples leave
+                current[active], current_margin[active] = cur_a, margin_a
+                used[active if last else active[broken]] = iteration  # the initial point and iteration - 1 proposals
+                if last:
+                    break
+                keep = (~broken).nonzero().squeeze(1)
+                active, x_a, cur_a, margin_a, y_a = active[keep], x_a[keep], cur_a[keep], margin_a[keep], y_a[keep]
+                t_a = None if t_a is None else t_a[keep]
         return current, current_margin, used
 
     def _init_linf(self, x: Tensor, generator) -> Tensor:

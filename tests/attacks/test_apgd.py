@@ -125,6 +125,34 @@ def test_early_stop_gives_the_same_result():
     assert torch.equal(a.steps, b.steps)
 
 
+def test_grouped_targets_leave_together_and_equal_separate_runs():
+    # APGD-T's targets as one batch: two rows per sample, one per target; each row follows its own separate
+    # run until a row of its sample succeeds, then both leave
+    model = tiny_cnn(seed=0)
+    x, y = tiny_batch(batch=12, seed=2)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+        order = model(x).argsort(1, descending=True)
+    t1, t2 = order[:, 1], order[:, 2]
+    g = torch.Generator().manual_seed(1)
+    s1, s2 = random_start(x, 0.04, "linf", g), random_start(x, 0.04, "linf", g)
+    kw = dict(eps=0.04, steps=25, loss="dlr")
+    a, b = apgd(model, x, y, s1, target=t1, **kw), apgd(model, x, y, s2, target=t2, **kw)
+    both = apgd(model, x.repeat(2, 1, 1, 1), y.repeat(2), torch.cat([s1, s2]), target=torch.cat([t1, t2]),
+                groups=torch.arange(12).repeat(2), **kw)
+    n = x.shape[0]
+    assert torch.equal(both.success[:n] | both.success[n:], a.success | b.success)
+    assert (a.success & b.success).any() and (a.success ^ b.success).any(), "needs both kinds of sample"
+    for part, alone, other in ((slice(0, n), a, b), (slice(n, 2 * n), b, a)):
+        # this row succeeds no later than the other (x(0) and x(1) are judged before any row can leave)
+        first = alone.success & (~other.success | (alone.steps <= other.steps.clamp(min=1)))
+        assert torch.equal(both.success[part], first)
+        torch.testing.assert_close(both.adv[part][first], alone.adv[first])
+        assert torch.equal(both.steps[part][first], alone.steps[first])
+        later = other.success & ~first  # the other row succeeded first: this one left at that step
+        assert torch.equal(both.steps[part][later], other.steps[later])
+
+
 # ---- the attack -------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("norm,eps", [("linf", 0.05), ("l2", 0.5)])
 def test_constraints_hold_and_parameters_untouched(norm, eps):
