@@ -18,6 +18,8 @@ from typing import Callable, List, Optional, Tuple
 import torch
 from torch import Tensor
 
+from tests.reference.minnorm import cw_l2_search
+
 
 def naive_dlr(z: List[float], y: int, target: Optional[int] = None) -> float:
     """DLR of one logit vector (Python floats)."""
@@ -198,43 +200,15 @@ def naive_eot_cw_l2(draws: List[Draw], x: Tensor, label: int, start: Tensor, *, 
     """C&W L2 on one image after Carlini's ``l2_attack.py``, each round's Adam starting at ``start`` (``x``
     gives the plain attack), with ``f = mean_d max(margin_d, -confidence)``; a point is adversarial when the
     margin of the mean logits exceeds ``confidence``. Returns ``(best_adv, best_l2_squared)``."""
-    lower, upper, const = 0.0, 1e10, initial_const
-    best_l2sq, best_adv = float("inf"), x.clone()
-    w_start = torch.atanh((2 * start - 1) * 0.999999)
-    for outer in range(binary_search_steps):
-        if binary_search_steps >= 10 and outer == binary_search_steps - 1:
-            const = upper if upper < 1e10 else const
-        w = w_start.clone()
-        m, v = torch.zeros_like(w), torch.zeros_like(w)
-        prev = float("inf")
-        found = False
-        for it in range(steps):
-            w_req = w.clone().requires_grad_(True)
-            x_new = (torch.tanh(w_req) + 1) / 2
-            logits = [d(x_new.unsqueeze(0))[0] for d in draws]
-            f = sum(torch.clamp(_margin(z, label, targeted), min=-confidence) for z in logits) / len(draws)
-            mean_margin = _margin(sum(z.detach() for z in logits) / len(draws), label, targeted)
-            l2sq = ((x_new - x) ** 2).sum()
-            loss = l2sq + const * f
-            (g,) = torch.autograd.grad(loss, w_req)
-            if -mean_margin.item() > confidence:
-                found = True
-                if l2sq.item() < best_l2sq:
-                    best_l2sq, best_adv = l2sq.item(), x_new.detach().clone()
-            t = it + 1
-            m = 0.9 * m + 0.1 * g
-            v = 0.999 * v + 0.001 * g * g
-            w = w - lr * (m / (1 - 0.9 ** t)) / ((v / (1 - 0.999 ** t)).sqrt() + 1e-8)
-            if abort_early and it % max(1, -(-steps // abort_checks)) == 0 and it != steps - 1:
-                if loss.item() > (1 - abort_tol) * prev:
-                    break
-                prev = loss.item()
-        if found:
-            upper = min(upper, const)
-            const = (lower + upper) / 2
-        else:
-            lower = max(lower, const)
-            const = (lower + upper) / 2 if upper < 1e10 else const * 10
+    def objective(x_new: Tensor):
+        logits = [d(x_new.unsqueeze(0))[0] for d in draws]
+        f = sum(torch.clamp(_margin(z, label, targeted), min=-confidence) for z in logits) / len(draws)
+        mean_margin = _margin(sum(z.detach() for z in logits) / len(draws), label, targeted)
+        return f, -mean_margin.item() > confidence
+
+    best_adv, best_l2sq, _ = cw_l2_search(objective, x, start=start, binary_search_steps=binary_search_steps,
+                                          steps=steps, lr=lr, initial_const=initial_const, abort_early=abort_early,
+                                          abort_checks=abort_checks, abort_tol=abort_tol)
     return best_adv, best_l2sq
 
 

@@ -12,7 +12,7 @@ against on small inputs.
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Callable, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -125,15 +125,23 @@ def cw_linf_one(model: nn.Module, x: Tensor, label: int, *, targeted: bool = Fal
     return result, used, (result - x).abs().max().item() if found else float("inf")
 
 
-def _cw_l2_masked(model, x, label, mask, *, targeted, binary_search_steps, steps, lr, initial_const, confidence,
-                  abort_early, abort_checks, abort_tol, warm_start):
+def _cw_l2_masked(model, x, label, mask, *, targeted, confidence, **search):
     """:func:`cw_l2_one` restricted to the pixels where ``mask`` is True (the others keep their start value,
     their Adam state zero; ``mask=None``: every pixel); also returns the iterations it ran."""
-    if mask is None:
-        mask = torch.ones_like(x, dtype=torch.bool)
+    return cw_l2_search(lambda x_new: _margin(model, x_new, label, targeted, confidence), x, mask=mask, **search)
+
+
+def cw_l2_search(objective: Callable[[Tensor], Tuple[Tensor, bool]], x: Tensor, *, start: Optional[Tensor] = None,
+                 mask: Optional[Tensor] = None, binary_search_steps: int, steps: int, lr: float,
+                 initial_const: float, abort_early: bool, abort_checks: int, abort_tol: float,
+                 warm_start: bool = False) -> Tuple[Tensor, float, int]:
+    """Carlini's binary search over ``c`` with Adam in tanh space, minimising ``||x' - x||^2 + c f(x')`` where
+    ``objective(x') = (f, adversarial)``; each round starts at ``start`` (default ``x``), only the pixels where
+    ``mask`` is True move. Returns ``(best_adv, best_l2_squared, iterations)``."""
+    mask = torch.ones_like(x, dtype=torch.bool) if mask is None else mask
     lower, upper, const = 0.0, 1e10, initial_const
     best_l2sq, best_adv, used = float("inf"), x.clone(), 0
-    w_start = torch.atanh((2 * x - 1) * 0.999999)
+    w_start = torch.atanh((2 * (x if start is None else start) - 1) * 0.999999)
     for outer in range(binary_search_steps):
         if binary_search_steps >= 10 and outer == binary_search_steps - 1:
             const = upper if upper < 1e10 else const
@@ -146,7 +154,7 @@ def _cw_l2_masked(model, x, label, mask, *, targeted, binary_search_steps, steps
             x_new = (torch.tanh(w_req) + 1) / 2
             if it > 0:  # frozen pixels are x itself (in the first iteration, x(w) of their start)
                 x_new = torch.where(mask, x_new, x)
-            f, adversarial = _margin(model, x_new, label, targeted, confidence)
+            f, adversarial = objective(x_new)
             l2sq = ((x_new - x) ** 2).sum()
             loss = l2sq + const * f
             (g,) = torch.autograd.grad(loss, w_req)
