@@ -161,6 +161,36 @@ def parse_arguments(parser: argparse.ArgumentParser, *, threads: Optional[int] =
     return args
 
 
+def reproduce_parser(description: str) -> argparse.ArgumentParser:
+    """The arguments every ``robustkit reproduce`` timing script shares: ``--scale``, ``--seed``, ``--out`` and
+    ``--tiny``; the script adds its paper's size options, then calls :func:`parse_arguments`."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--scale", choices=("quick", "full"), default="full")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None, help="run directory (default: a fresh temporary folder)")
+    parser.add_argument("--tiny", action="store_true", help="checks the script on a tiny setting")
+    return parser
+
+
+def time_reproduce(paper: str, args: argparse.Namespace, limit: dict, *, data_dir: Optional[str] = None) -> dict:
+    """Runs ``robustkit reproduce <paper>`` with ``limit`` overrides, clocks it (wall and process CPU seconds)
+    and files every cell as ``reproduce_<paper>[-tiny].json``; returns the run's results.json."""
+    import tempfile
+
+    from robustkit.reproduce import run_paper
+    out = args.out or tempfile.mkdtemp(prefix=f"reproduce-{paper}-")
+    wall, cpu = time.perf_counter(), time.process_time()
+    run_paper(paper, scale=args.scale, out=out, data_dir=data_dir, seed=args.seed, limit=limit or None)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    results = json.loads((pathlib.Path(out) / "results.json").read_text())
+    print(f"{wall:.0f} s wall, {cpu:.0f} s CPU; tables in {out}/tables.md")
+    Result(f"reproduce_{paper.replace('-', '_')}" + ("-tiny" if args.tiny else ""), rows=results["cells"],
+           notes={"scale": args.scale, "limit": limit, "settings": results["settings"], "out": out,
+                  "data": data_dir, "wall_seconds": wall, "cpu_seconds": cpu,
+                  "series": results.get("series")}).write()
+    return results
+
+
 # ---- checks before timing -----------------------------------------------------------------------------------
 def fail(message: str) -> None:
     """Stops the benchmark with exit status 1: nothing is timed or written after a failed check."""
