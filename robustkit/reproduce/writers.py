@@ -70,9 +70,12 @@ def tables_markdown(ctx: Context) -> str:
             continue
         lines += [f"## {table}: {description}", ""]
         if cells:
-            lines += ["| row | column | paper | ours | difference |", "|---|---|---|---|---|"]
+            # a note column only where a cell has one (Markdown drops cells beyond the header's)
+            noted = any(c.note for c in cells)
+            lines += ["| row | column | paper | ours | difference |" + (" note |" if noted else ""),
+                      "|---|---|---|---|---|" + ("---|" if noted else "")]
             lines += [f"| {c.row} | {c.column} | {fmt_value(c.paper, c.fmt)} | {fmt_value(c.ours, c.fmt)} | "
-                      f"{fmt_difference(c)} |" + (f" {c.note}" if c.note else "") for c in cells]
+                      f"{fmt_difference(c)} |" + (f" {c.note} |" if noted else "") for c in cells]
             lines.append("")
         lines += [f"- {n}" for n in notes] + ([""] if notes else [])
     for figure in _figures(ctx):
