@@ -84,6 +84,14 @@ def _claim_out(out: pathlib.Path, identity: dict, resume: bool) -> None:
     write_json(run_file, identity)
 
 
+def command_line() -> str:
+    """This process's command, as typed: ``python -m robustkit ...`` rather than the path of __main__.py."""
+    argv = list(sys.argv)
+    if argv and pathlib.Path(argv[0]).name == "__main__.py" and pathlib.Path(argv[0]).parent.name == "robustkit":
+        argv = ["-m", "robustkit"] + argv[1:]
+    return shlex.join([pathlib.Path(sys.executable).name] + argv)
+
+
 def run_paper(name: str, *, scale: str = "quick", out: Union[str, pathlib.Path], data_dir=None,
               device: Any = "cpu", seed: int = 0, resume: bool = False, progress: bool = True,
               limit: Optional[dict] = None) -> pathlib.Path:
@@ -119,7 +127,7 @@ def run_paper(name: str, *, scale: str = "quick", out: Union[str, pathlib.Path],
     start = time.perf_counter()
     paper.run(ctx)
     from robustkit.reproduce.writers import write_all
-    command = shlex.join([pathlib.Path(sys.executable).name] + sys.argv)
+    command = command_line()
     markdown = write_all(ctx, command=command, wall_seconds=time.perf_counter() - start, started=started)
     print(markdown, flush=True)
     return out

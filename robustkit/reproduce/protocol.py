@@ -105,6 +105,11 @@ def recipe_key(name: str, recipe: Mapping[str, Any], seed: int) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def step_seed(seed: int, name: str) -> int:
+    """The torch seed of step ``name``: a function of the run's seed and the step's name only."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode()).digest()[:8], "little") & ((1 << 63) - 1)
+
+
 class Context:
     """Everything a paper's ``run`` gets: the run's settings and the recording API.
 
@@ -113,9 +118,9 @@ class Context:
     ``seed``, ``resume``, ``progress``, ``limit`` (CI overrides merged over the scale's settings).
     """
 
-    def __init__(self, paper: Paper, *, scale: str = "quick", out: pathlib.Path, data_dir: Optional[pathlib.Path] = None,
-                 device: torch.device = torch.device("cpu"), seed: int = 0, resume: bool = False,
-                 progress: bool = True, limit: Optional[Mapping[str, Any]] = None):
+    def __init__(self, paper: Paper, *, scale: str = "quick", out: pathlib.Path,
+                 data_dir: Optional[pathlib.Path] = None, device: torch.device = torch.device("cpu"),
+                 seed: int = 0, resume: bool = False, progress: bool = True, limit: Optional[Mapping[str, Any]] = None):
         if scale not in SCALES:
             raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
         self.paper, self.scale, self.out = paper, scale, pathlib.Path(out)
@@ -128,6 +133,8 @@ class Context:
         self.heatmaps: List[Heatmap] = []
         self.settings: Dict[str, Any] = {}
         self.steps_run: List[str] = []      # steps computed in this process (the others were read back)
+        self._settings_calls: List[dict] = []
+        self._stored_settings: Optional[List[dict]] = None
 
     # ---- settings --------------------------------------------------------------------------------------
     def scale_settings(self, quick: Mapping[str, Any], full: Mapping[str, Any]) -> types.SimpleNamespace:
@@ -137,8 +144,28 @@ class Context:
         for key, value in (self.limit or {}).items():
             if key in chosen:
                 chosen[key] = value
+        self._check_settings(chosen)
         self.settings.update(chosen)
         return types.SimpleNamespace(**chosen)
+
+    def _check_settings(self, chosen: Dict[str, Any]) -> None:
+        """Memoised steps are only valid for the settings that made them: a resume whose code now asks for
+        other settings is refused instead of mixing old and new numbers. ``out/settings.json`` keeps one
+        entry per ``scale_settings`` call, in call order, so a paper may call it more than once."""
+        path = self.out / "settings.json"
+        if self._stored_settings is None:
+            stored = read_json(path, "out", "start a fresh --out") if path.is_file() else []
+            self._stored_settings = stored if isinstance(stored, list) else [stored]
+        index, plain = len(self._settings_calls), _plain(chosen)
+        before = self._stored_settings[index] if index < len(self._stored_settings) else {}
+        changed = {k: (before[k], v) for k, v in plain.items() if k in before and before[k] != v}
+        if changed and self.resume:
+            raise ValueError(f"out: the run in {str(self.out)!r} was made with other settings "
+                             f"({', '.join(f'{k}: {a} -> {b}' for k, (a, b) in changed.items())}); "
+                             "start a fresh --out")
+        self._settings_calls.append(plain)
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_json(path, self._settings_calls)
 
     # ---- models ----------------------------------------------------------------------------------------
     def model(self, name: str, recipe: Mapping[str, Any], build: Callable[[], nn.Module],
@@ -173,13 +200,20 @@ class Context:
     # ---- memoised measurements -------------------------------------------------------------------------
     def step(self, name: str, fn: Callable[[], Any]) -> Any:
         """``fn()``'s JSON-able result, memoised in ``out/steps/<name>.json``: with resume on, a step whose
-        file exists is read back instead of run. Returned as JSON reads it back either way."""
+        file exists is read back instead of run. Returned as JSON reads it back either way.
+
+        ``fn`` runs with torch's random state seeded from ``(ctx.seed, name)`` alone (and the caller's state
+        restored afterwards), so a step computes the same whether the steps before it ran in this process or
+        were read back on resume."""
         if not name or "/" in name or name.startswith("."):
             raise ValueError(f"step name must be a plain file name, got {name!r}")
         path = self.out / "steps" / f"{name}.json"
         if self.resume and path.is_file():
             return read_json(path, f"step {name!r}", "delete it to recompute the step")["value"]
-        value = fn()
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(step_seed(self.seed, name))
+            value = fn()
         try:
             value = _plain(value)
         except (TypeError, ValueError) as error:
@@ -238,4 +272,4 @@ class Context:
             print(f"[{self.paper.name}] {text}", flush=True)
 
 
-__all__ = ["Paper", "Cell", "Context", "Series", "Heatmap", "SCALES", "recipe_key"]
+__all__ = ["Paper", "Cell", "Context", "Series", "Heatmap", "SCALES", "recipe_key", "step_seed"]

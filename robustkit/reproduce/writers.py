@@ -91,7 +91,8 @@ def tables_markdown(ctx: Context) -> str:
 def results_object(ctx: Context, *, command: str, wall_seconds: float, started: str) -> dict:
     return {"paper": ctx.paper.name, "title": ctx.paper.title, "tables": ctx.paper.tables,
             "command": command, "scale": ctx.scale, "seed": ctx.seed, "limit": ctx.limit,
-            "settings": ctx.settings, "resumed": ctx.resume, "data_dir": None if ctx.data_dir is None else str(ctx.data_dir),
+            "settings": ctx.settings, "resumed": ctx.resume,
+            "data_dir": None if ctx.data_dir is None else str(ctx.data_dir),
             "versions": software_versions(),
             "machine": {**device_description(ctx.device, 1), "hostname": platform.node()},
             "started": started, "wall_seconds": wall_seconds, "steps_computed": ctx.steps_run,

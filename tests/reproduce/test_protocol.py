@@ -112,6 +112,22 @@ def test_step_memo_and_resume_give_the_same_tables(toy, tmp_path):
         run_paper("toy", out=tmp_path / "cut", resume=True, seed=1, progress=False)
 
 
+def test_a_resume_with_other_settings_is_refused(tmp_path):
+    first = Context(toy_paper(Calls()), out=tmp_path)
+    first.scale_settings(quick=dict(images=10), full=dict(images=100))
+    again = Context(toy_paper(Calls()), out=tmp_path, resume=True)
+    assert again.scale_settings(quick=dict(images=10), full=dict(images=100)).images == 10
+    with pytest.raises(ValueError, match="images: 10 -> 20"):
+        Context(toy_paper(Calls()), out=tmp_path, resume=True).scale_settings(quick=dict(images=20),
+                                                                              full=dict(images=100))
+    twice = Context(toy_paper(Calls()), out=tmp_path / "twice")      # a paper may ask twice, other values
+    twice.scale_settings(quick=dict(epochs=1), full=dict(epochs=1))
+    twice.scale_settings(quick=dict(epochs=5), full=dict(epochs=5))
+    resumed = Context(toy_paper(Calls()), out=tmp_path / "twice", resume=True)
+    assert resumed.scale_settings(quick=dict(epochs=1), full=dict(epochs=1)).epochs == 1
+    assert resumed.scale_settings(quick=dict(epochs=5), full=dict(epochs=5)).epochs == 5
+
+
 def test_step_returns_what_json_reads_back(tmp_path):
     ctx = Context(toy_paper(Calls()), out=tmp_path, resume=True)
     assert ctx.step("a", lambda: {"t": (1, 2), "nan": float("nan")}) == {"t": [1, 2], "nan": None}
@@ -120,6 +136,18 @@ def test_step_returns_what_json_reads_back(tmp_path):
         ctx.step("b", lambda: object())
     with pytest.raises(ValueError, match="plain file name"):
         ctx.step("../x", lambda: 1)
+
+
+def test_a_step_draws_the_same_random_numbers_wherever_it_runs(tmp_path):
+    ctx = Context(toy_paper(Calls()), out=tmp_path)
+    draw = lambda: torch.rand(3).tolist()  # noqa: E731
+    first = ctx.step("draw", draw)
+    torch.rand(100)                        # another history before the step: the same numbers
+    again = Context(toy_paper(Calls()), out=tmp_path / "other").step("draw", draw)
+    assert first == again != Context(toy_paper(Calls()), out=tmp_path / "s1", seed=1).step("draw", draw)
+    before = torch.get_rng_state()
+    ctx.step("draw-2", draw)
+    assert torch.equal(torch.get_rng_state(), before)     # the caller's random state is left alone
 
 
 def test_model_cache_is_keyed_by_recipe(cache, tmp_path, monkeypatch):
@@ -188,3 +216,10 @@ def test_a_missing_paper_module_does_not_break_the_others(monkeypatch):
     with pytest.raises(reproduce.PaperUnavailable, match="not in this installation"):
         papers["absent"]
     assert list(papers) == ["present", "absent"]
+
+
+def test_the_recorded_command_is_the_one_typed(monkeypatch):
+    monkeypatch.setattr(reproduce.sys, "argv", ["/somewhere/robustkit/__main__.py", "reproduce", "retraining"])
+    assert reproduce.command_line().endswith(" -m robustkit reproduce retraining")
+    monkeypatch.setattr(reproduce.sys, "argv", ["bench/retraining.py", "--tiny"])
+    assert reproduce.command_line().endswith(" bench/retraining.py --tiny")
