@@ -8,24 +8,12 @@ import math
 import pytest
 
 from robustkit.reproduce import PAPERS, run_paper
+from tests.reproduce._check import assert_every_cell_filled
 
 # A few hundred training images, one epoch, 32 test images, short attacks: the quick protocol's code path.
 TINY = dict(train_images=600, reference_epochs=1, finetune_images=100, epochs=1, test_images=32,
             deepfool_set_images=100, fig4_c=[25], fig4_images=100,
             attack_steps=dict(deepfool=20, cw=10, pgd=5, apgd=5))
-
-
-def check_filled(out, paper_name, tables):
-    results = json.loads((out / "results.json").read_text())
-    cells = results["cells"]
-    for table in tables:
-        mine = [c for c in cells if c["table"] == table]
-        assert mine, f"{table} has no cells"
-        for c in mine:
-            assert c["ours"] is not None and math.isfinite(c["ours"]), f"{table} / {c['row']} / {c['column']}: {c}"
-    assert (out / "tables.md").read_text().count("|") > 10
-    assert set(PAPERS[paper_name].tables) == set(tables)
-    return cells
 
 
 def test_deep_defense_mlp_tables_are_filled(tmp_path, monkeypatch, one_thread):
@@ -45,6 +33,7 @@ def test_deep_defense_mlp_tables_are_filled(tmp_path, monkeypatch, one_thread):
 def test_deep_defense_every_table_is_filled(tmp_path, monkeypatch, one_thread):
     monkeypatch.setenv("ROBUSTKIT_CACHE", str(tmp_path / "cache"))
     out = run_paper("deep-defense", out=tmp_path / "run", progress=False, limit=TINY)
-    cells = check_filled(out, "deep-defense", ["Table 1", "Table 2", "Fig. 4"])
+    cells = assert_every_cell_filled(out, PAPERS["deep-defense"])["cells"]
+    assert list(PAPERS["deep-defense"].tables) == ["Table 1", "Table 2", "Fig. 4"]
     assert len([c for c in cells if c["table"] == "Fig. 4"]) == 4 * 2       # 4 layers x (rho_2, accuracy)
     assert (out / "report.html").is_file()

@@ -2,12 +2,10 @@
 and Grad-CAM is measured (finite), the seed's numbers are the typed-in ones, and the figures are recorded."""
 from __future__ import annotations
 
-import json
-import math
-
 import pytest
 
 from robustkit.reproduce import PAPERS, run_paper
+from tests.reproduce._check import assert_every_cell_filled
 
 TINY = dict(train_images=300, epochs=1, test_images=16, denoiser_images=100, denoiser_epochs=1,
             denoiser_widths=[4, 4, 8, 8], pgd_steps=2, bpda_steps=2, eot=2, draws=2)
@@ -19,13 +17,7 @@ TINY = dict(train_images=300, epochs=1, test_images=16, denoiser_images=100, den
 def test_defendr_every_table_is_filled(tmp_path, monkeypatch, one_thread):
     monkeypatch.setenv("ROBUSTKIT_CACHE", str(tmp_path / "cache"))
     out = run_paper("defendr", out=tmp_path / "run", progress=False, limit=TINY)
-    results = json.loads((out / "results.json").read_text())
-    cells = results["cells"]
-    for table in PAPERS["defendr"].tables:
-        mine = [c for c in cells if c["table"] == table]
-        assert mine, table
-        for c in mine:
-            assert c["ours"] is not None and math.isfinite(c["ours"]), c
+    cells = assert_every_cell_filled(out, PAPERS["defendr"])["cells"]
     by = {(c["table"], c["row"], c["column"]): c for c in cells}
     assert by[("Table 1", "MNIST DUNET, Adv. Train", "100% adv. (%)")]["paper"] == pytest.approx(86.6)
     assert by[("Table 3", "MNIST DUNET + ALP + CLP", "FGSM (0.12), 100% adv. (%)")]["paper"] == pytest.approx(84.86)

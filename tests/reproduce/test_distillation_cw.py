@@ -2,12 +2,10 @@
 measured (finite) and the report's numbers are the typed-in ones."""
 from __future__ import annotations
 
-import json
-import math
-
 import pytest
 
 from robustkit.reproduce import PAPERS, run_paper
+from tests.reproduce._check import assert_every_cell_filled
 
 TINY = dict(train_images=300, epochs=1, test_images=64, attack_images=32, temperatures=[1, 100], pgd_steps=3,
             cw_images=dict(l2=2, linf=1, l0=1),
@@ -18,12 +16,7 @@ TINY = dict(train_images=300, epochs=1, test_images=64, attack_images=32, temper
 def test_distillation_cw_every_table_is_filled(tmp_path, monkeypatch, one_thread):
     monkeypatch.setenv("ROBUSTKIT_CACHE", str(tmp_path / "cache"))
     out = run_paper("distillation-cw", out=tmp_path / "run", progress=False, limit=TINY)
-    cells = json.loads((out / "results.json").read_text())["cells"]
-    for table in PAPERS["distillation-cw"].tables:
-        mine = [c for c in cells if c["table"] == table]
-        assert mine, table
-        for c in mine:
-            assert c["ours"] is not None and math.isfinite(c["ours"]), c
+    cells = assert_every_cell_filled(out, PAPERS["distillation-cw"])["cells"]
     by = {(c["table"], c["row"], c["column"]): c for c in cells}
     assert by[("Table 1", "eps = 0.005", "accuracy on FGSM images (%)")]["paper"] == pytest.approx(59.93)
     assert by[("Temperature sweep", "undistilled", "accuracy (%)")]["paper"] == pytest.approx(89.07)
