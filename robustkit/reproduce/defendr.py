@@ -99,7 +99,7 @@ def run(ctx: Context) -> None:
     s = ctx.scale_settings(
         # quick: APGD-CE alone as the white-box attack (AutoAttack through a denoiser ensemble costs ~10 min
         # of wall time per model on the shared 2-core machine); full: AutoAttack
-        quick=dict(train_images=10000, epochs=1, test_images=100, denoiser_images=2000, denoiser_epochs=1,
+        quick=dict(train_images=10000, epochs=1, test_images=100, denoiser_images=6000, denoiser_epochs=1,
                    denoiser_widths=[8, 16, 32, 32], pgd_steps=10, bpda_steps=20, eot=10, draws=5,
                    cifar_width=16, white_box="apgd-ce"),
         full=dict(train_images=60000, epochs=10, test_images=10000, denoiser_images=60000, denoiser_epochs=5,
