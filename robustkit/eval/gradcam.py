@@ -35,7 +35,8 @@ def grad_cam(model: nn.Module, x: Tensor, class_index: Optional[Tensor] = None,
     handle = layer.register_forward_hook(hook)
     try:
         with torch.enable_grad():
-            logits = model(x.detach())
+            # the input requires grad so that the activation is in the graph when every parameter is frozen
+            logits = model(x.detach().requires_grad_(True))
             activation = captured["activation"]                                    # [B, K, h, w]
             if class_index is None:
                 class_index = logits.argmax(dim=1)

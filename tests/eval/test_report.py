@@ -237,3 +237,16 @@ def test_a_model_without_convolutions_names_grad_cam_as_not_shown(tmp_path, one_
     assert page.sections["gradcam"] == ([], ["fgsm"]) and page.sections["examples"] == (["fgsm"], [])
     assert "no nn.Conv2d layer" in (tmp_path / "mlp" / "report.html").read_text()
     assert results["worst_case"]["attacks"] == ["fgsm"]
+
+
+def test_grad_cam_of_a_frozen_model_equals_the_trainable_models(one_thread):
+    """A model whose parameters are all frozen (a defense's fixed classifier) still gets its heat maps."""
+    from robustkit.eval.gradcam import grad_cam
+    torch.manual_seed(0)
+    model = tiny_cnn().eval()
+    x = torch.rand(3, 1, 10, 10)
+    trainable = grad_cam(model, x)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    frozen = grad_cam(model, x)
+    assert frozen is not None and torch.equal(frozen, trainable)
