@@ -18,7 +18,7 @@ from typing import Callable, List, Optional, Tuple
 import torch
 from torch import Tensor
 
-from tests.reference.minnorm import cw_l2_search
+from tests.reference.minnorm import cw_l2_search, deepfool_search
 
 
 def naive_dlr(z: List[float], y: int, target: Optional[int] = None) -> float:
@@ -157,35 +157,9 @@ def naive_eot_deepfool(draws: List[Draw], x: Tensor, y: int, start: Tensor, *, s
                        target: Optional[int] = None) -> Tuple[Tensor, int]:
     """DeepFool on one image from ``start``: candidates from the mean logits at ``start``, the iterate
     ``start + (1 + overshoot) r_total`` clipped to [0, 1]. Returns ``(x_adv, iterations)``."""
-    z0 = _mean_logits(draws, start)
-    others = [c for c in z0.argsort(descending=True).tolist() if c != y][:min(candidates, z0.numel()) - 1]
-    r_total = torch.zeros_like(x)
-    x_adv = start.clone()
-    for it in range(steps):
-        z = _mean_logits(draws, x_adv)
-        pred = int(z.argmax())
-        if (target is None and pred != y) or (target is not None and pred == target):
-            return x_adv, it
-        if target is None:
-            pairs = [(k, y) for k in others]
-        else:
-            masked = z.clone()
-            masked[target] = -float("inf")
-            pairs = [(target, int(masked.argmax()))]
-        best = None
-        for k, ref in pairs:
-            f_k, w_k = _mean_difference_and_grad(draws, x_adv, k, ref)
-            dual = float(w_k.norm()) if norm == "l2" else float(w_k.abs().sum())
-            if best is None or abs(f_k) / dual < best[0]:
-                best = (abs(f_k) / dual, f_k, w_k)
-        _, f_l, w_l = best
-        if norm == "l2":
-            r = (abs(f_l) + 1e-4) * w_l / float(w_l.norm()) ** 2
-        else:
-            r = (abs(f_l) + 1e-4) * torch.sign(w_l) / float(w_l.abs().sum())
-        r_total = r_total + r
-        x_adv = (start + (1 + overshoot) * r_total).clamp(0, 1)
-    return x_adv, steps
+    return deepfool_search(lambda point: _mean_logits(draws, point),
+                           lambda point, k, ref: _mean_difference_and_grad(draws, point, k, ref), x, y, start,
+                           steps=steps, overshoot=overshoot, candidates=candidates, norm=norm, target=target)
 
 
 def _margin(z: Tensor, label: int, targeted: bool) -> Tensor:

@@ -29,15 +29,27 @@ def _grad_of_logit_difference(model: nn.Module, x: Tensor, k: int, ref: int) -> 
 def deepfool_one(model: nn.Module, x: Tensor, y: int, *, steps: int = 50, overshoot: float = 0.02,
                  candidates: int = 10, norm: str = "l2", target: Optional[int] = None) -> tuple[Tensor, int]:
     """DeepFool on one image ``x [C, H, W]``; returns ``(x_adv, iterations)``."""
-    with torch.no_grad():
-        z0 = model(x.unsqueeze(0))[0]
-    order = [c for c in z0.argsort(descending=True).tolist() if c != y]
-    others = order[:min(candidates, z0.numel()) - 1]
-    r_total = torch.zeros_like(x)
-    x_adv = x.clone()
-    for it in range(steps):
+    def logits_at(point: Tensor) -> Tensor:
         with torch.no_grad():
-            z = model(x_adv.unsqueeze(0))[0]
+            return model(point.unsqueeze(0))[0]
+
+    return deepfool_search(logits_at, lambda point, k, ref: _grad_of_logit_difference(model, point, k, ref), x, y,
+                           x, steps=steps, overshoot=overshoot, candidates=candidates, norm=norm, target=target)
+
+
+def deepfool_search(logits_at: Callable[[Tensor], Tensor],
+                    difference_at: Callable[[Tensor, int, int], Tuple[float, Tensor]], x: Tensor, y: int,
+                    start: Tensor, *, steps: int, overshoot: float, candidates: int, norm: str,
+                    target: Optional[int]) -> Tuple[Tensor, int]:
+    """DeepFool's loop (Algorithm 2 of the DeepFool paper) from ``start``, given the logits at a point and
+    ``difference_at(point, k, ref) = (z_k - z_ref, its input gradient)``: candidates from the logits at
+    ``start``, the iterate ``start + (1 + overshoot) r_total`` clipped to [0, 1]. Returns ``(x_adv, iterations)``."""
+    z0 = logits_at(start)
+    others = [c for c in z0.argsort(descending=True).tolist() if c != y][:min(candidates, z0.numel()) - 1]
+    r_total = torch.zeros_like(x)
+    x_adv = start.clone()
+    for it in range(steps):
+        z = logits_at(x_adv)
         pred = int(z.argmax())
         if (target is None and pred != y) or (target is not None and pred == target):
             return x_adv, it
@@ -48,7 +60,7 @@ def deepfool_one(model: nn.Module, x: Tensor, y: int, *, steps: int = 50, oversh
             pairs = [(target, blocker)]
         best = None
         for k, ref in pairs:
-            f_k, w_k = _grad_of_logit_difference(model, x_adv, k, ref)
+            f_k, w_k = difference_at(x_adv, k, ref)
             dual = w_k.norm() if norm == "l2" else w_k.abs().sum()
             dist = abs(f_k) / dual.item()
             if best is None or dist < best[0]:
@@ -59,7 +71,7 @@ def deepfool_one(model: nn.Module, x: Tensor, y: int, *, steps: int = 50, oversh
         else:
             r = (abs(f_l) + 1e-4) * torch.sign(w_l) / w_l.abs().sum()
         r_total = r_total + r
-        x_adv = (x + (1 + overshoot) * r_total).clamp(0, 1)
+        x_adv = (start + (1 + overshoot) * r_total).clamp(0, 1)
     return x_adv, steps
 
 

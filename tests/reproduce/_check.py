@@ -20,6 +20,16 @@ def assert_every_cell_filled(out: pathlib.Path, paper) -> dict:
     return results
 
 
+def run_tiny(name: str, tmp_path: pathlib.Path, limit: dict):
+    """Runs paper ``name`` end to end at the ``limit`` setting into ``tmp_path`` (models cached there too),
+    checks every cell is filled, and returns ``(out, {(table, row, column): cell})``."""
+    from robustkit.reproduce import PAPERS, run_paper
+    with model_cache(tmp_path / "cache"):
+        out = run_paper(name, out=tmp_path / "run", progress=False, limit=limit)
+    cells = assert_every_cell_filled(out, PAPERS[name])["cells"]
+    return out, {(c["table"], c["row"], c["column"]): c for c in cells}
+
+
 @contextmanager
 def model_cache(folder: pathlib.Path):
     """``$ROBUSTKIT_CACHE`` pointed at ``folder`` for a module's runs (tiny models stay out of the user's

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from robustkit.reproduce import PAPERS, run_paper
-from tests.reproduce._check import assert_every_cell_filled
+from tests.reproduce._check import run_tiny
 
 TINY = dict(train_images=300, epochs=1, test_images=64, attack_images=32, temperatures=[1, 100], pgd_steps=3,
             cw_images=dict(l2=2, linf=1, l0=1),
@@ -13,13 +12,10 @@ TINY = dict(train_images=300, epochs=1, test_images=64, attack_images=32, temper
                     l2=dict(steps=10, initial_const=10.0), linf=dict(steps=10, initial_const=10.0)))
 
 
-def test_distillation_cw_every_table_is_filled(tmp_path, monkeypatch, one_thread):
-    monkeypatch.setenv("ROBUSTKIT_CACHE", str(tmp_path / "cache"))
-    out = run_paper("distillation-cw", out=tmp_path / "run", progress=False, limit=TINY)
-    cells = assert_every_cell_filled(out, PAPERS["distillation-cw"])["cells"]
-    by = {(c["table"], c["row"], c["column"]): c for c in cells}
+def test_distillation_cw_every_table_is_filled(tmp_path, one_thread):
+    out, by = run_tiny("distillation-cw", tmp_path, TINY)
     assert by[("Table 1", "eps = 0.005", "accuracy on FGSM images (%)")]["paper"] == pytest.approx(59.93)
     assert by[("Temperature sweep", "undistilled", "accuracy (%)")]["paper"] == pytest.approx(89.07)
     assert by[("Temperature sweep", "T = 100", "acc. on I-FGSM from undistilled (%)")]["paper"] == 86.0
-    assert len([c for c in cells if c["table"] == "C&W"]) == 2 * 6       # 2 temperatures x 3 norms x 2
+    assert len([c for c in by.values() if c["table"] == "C&W"]) == 2 * 6       # 2 temperatures x 3 norms x 2
     assert "EMNIST" in (out / "tables.md").read_text()                   # the substitution is stated
