@@ -28,6 +28,12 @@ def tiny_batch(batch: int = 6, dtype: torch.dtype = torch.float32, seed: int = 1
     return x, y
 
 
+def labelled_by(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The model's own predictions for ``x``: labels under which every image starts correctly classified."""
+    with torch.no_grad():
+        return model(x).argmax(1)
+
+
 def other_class(y: torch.Tensor, num_classes: int = 10, shift: int = 3) -> torch.Tensor:
     return (y + shift) % num_classes
 

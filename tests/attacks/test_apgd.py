@@ -9,7 +9,7 @@ from torch import nn
 from robustkit.attacks._apgd_core import apgd, checkpoints, random_start
 from robustkit.attacks.apgd import APGD, APGDT
 from robustkit.attacks.dlr import attack_loss_and_grad, dlr_loss_and_grad, targeted_dlr_loss_and_grad
-from tests.attacks._tiny import tiny_batch, tiny_cnn
+from tests.attacks._tiny import labelled_by, tiny_batch, tiny_cnn
 from tests.reference.adaptive import naive_apgd, naive_checkpoints, naive_dlr
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -172,8 +172,7 @@ def test_constraints_hold_and_parameters_untouched(norm, eps):
 def test_targeted_reaches_the_target_and_apgdt_counts_misclassification():
     model = tiny_cnn(seed=1)
     x, y = tiny_batch(batch=10, seed=4)
-    with torch.no_grad():
-        y = model(x).argmax(1)
+    y = labelled_by(model, x)
     t = (y + 1) % 10
     res = APGD(model, eps=0.3, steps=30, loss="dlr").run(x, y, target=t)
     assert bool((res.logits.argmax(1)[res.success] == t[res.success]).all())

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from robustkit.attacks import APGD, AutoAttack
-from tests._tiny import tiny_batch, tiny_cnn
+from tests._tiny import labelled_by, tiny_batch, tiny_cnn
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -13,8 +13,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def _setup(seed=0, batch=16):
     model = tiny_cnn(seed=seed)
     x, _ = tiny_batch(batch=batch, seed=seed + 1)
-    with torch.no_grad():
-        y = model(x).argmax(1)
+    y = labelled_by(model, x)
     y[0] = (y[0] + 1) % 10  # one sample misclassified clean
     return model, x, y
 

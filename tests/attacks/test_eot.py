@@ -10,7 +10,7 @@ from torch import nn
 from robustkit.attacks.apgd import APGD
 from robustkit.attacks.dlr import attack_loss_and_grad
 from robustkit.attacks.eot import eot_loss_and_grad
-from tests.attacks._tiny import tiny_batch, tiny_cnn
+from tests.attacks._tiny import labelled_by, tiny_batch, tiny_cnn
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -123,8 +123,7 @@ def test_restarts_only_add_successes_and_bad_values_are_named(name):
     cls = getattr(A, name)
     model = tiny_cnn(seed=4)
     x, _ = tiny_batch(batch=16, seed=6)
-    with torch.no_grad():
-        y = model(x).argmax(1)
+    y = labelled_by(model, x)
     one = cls(model, eps=0.03, seed=0).run(x, y)
     many = cls(model, eps=0.03, seed=0, restarts=4).run(x, y)
     assert bool((many.success | ~one.success).all())  # every sample broken once stays broken

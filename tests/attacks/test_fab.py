@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from robustkit.attacks.fab import FAB, project_onto_hyperplane_in_box
-from tests.attacks._tiny import tiny_batch, tiny_cnn
+from tests.attacks._tiny import labelled_by, tiny_batch, tiny_cnn
 from tests.reference.adaptive import naive_hyperplane_projection
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -47,8 +47,7 @@ def test_projection_without_box_is_the_closed_form():
 def test_untargeted_fab_finds_small_adversarials(norm):
     model = tiny_cnn(seed=0)
     x, y = tiny_batch(batch=8, seed=1)
-    with torch.no_grad():
-        y = model(x).argmax(1)
+    y = labelled_by(model, x)
     res = FAB(model, norm=norm, steps=30).run(x, y)
     assert res.success.float().mean() >= 0.75
     size = res.linf if norm == "linf" else res.l2
@@ -59,8 +58,7 @@ def test_untargeted_fab_finds_small_adversarials(norm):
 def test_fab_t_with_eps_stops_once_within_budget_and_counts_misclassification():
     model = tiny_cnn(seed=2)
     x, y = tiny_batch(batch=8, seed=3)
-    with torch.no_grad():
-        y = model(x).argmax(1)
+    y = labelled_by(model, x)
     res = FAB(model, norm="linf", steps=30, target=3, eps=0.2).run(x, y)
     assert bool((res.logits.argmax(1)[res.success] != y[res.success]).all())
     assert bool((res.steps[res.linf <= 0.2] < 90).any())

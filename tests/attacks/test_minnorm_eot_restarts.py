@@ -10,7 +10,7 @@ from torch import nn
 
 from robustkit.attacks import CW, DeepFool
 from robustkit.attacks.cw_common import margin_loss
-from tests.attacks._tiny import tiny_cnn
+from tests.attacks._tiny import labelled_by, tiny_cnn
 from tests.reference.adaptive import naive_eot_cw_l2, naive_eot_deepfool, naive_random_start
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -96,8 +96,7 @@ def test_margin_loss_of_draws_is_the_mean_loss_and_its_gradient_the_mean_gradien
 def test_cw_eot_of_identical_draws_is_the_plain_attack(norm):
     model = tiny_cnn(seed=3, dtype=torch.float64)
     x = 0.2 + 0.6 * torch.rand(4, 1, 10, 10, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    with torch.no_grad():
-        y = model(x).argmax(1)
+    y = labelled_by(model, x)
     kw = dict(norm=norm, binary_search_steps=2, steps=15, lr=0.1, initial_const=1.0)
     plain = CW(model, **kw).run(x, y)
     three = CW(model, eot=3, **kw).run(x, y)
@@ -130,8 +129,7 @@ def _best_of_naive_runs(run_one, x, restarts, norm, size):
 def test_deepfool_restarts_are_the_best_of_separate_seeded_runs(norm):
     model = tiny_cnn(seed=3, dtype=torch.float64)
     x = 0.2 + 0.6 * torch.rand(6, 1, 10, 10, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
-    with torch.no_grad():
-        y = model(x).argmax(1)
+    y = labelled_by(model, x)
     size = (lambda d: float(d.norm())) if norm == "l2" else (lambda d: float(d.abs().max()))
 
     def run_one(i, start):
@@ -155,8 +153,7 @@ def test_deepfool_restarts_are_the_best_of_separate_seeded_runs(norm):
 def test_cw_restarts_are_the_best_of_separate_seeded_runs():
     model = tiny_cnn(seed=3, dtype=torch.float64)
     x = 0.2 + 0.6 * torch.rand(5, 1, 10, 10, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
-    with torch.no_grad():
-        y = model(x).argmax(1)
+    y = labelled_by(model, x)
     kw = dict(binary_search_steps=2, steps=15, lr=0.1, initial_const=1.0)
 
     def run_one(i, start):
@@ -179,8 +176,7 @@ def test_cw_restarts_are_the_best_of_separate_seeded_runs():
 def test_cw_linf_and_l0_restarts_never_worse_than_one_run(norm):
     model = tiny_cnn(seed=3)
     x = 0.2 + 0.6 * torch.rand(6, 1, 10, 10, generator=torch.Generator().manual_seed(2))
-    with torch.no_grad():
-        y = model(x).argmax(1)
+    y = labelled_by(model, x)
     kw = dict(norm=norm, binary_search_steps=2, steps=15, lr=0.1, initial_const=1.0, seed=0)
     key = f"best_{norm}"
     one = CW(model, **kw).run(x, y)
@@ -253,8 +249,7 @@ def test_bad_eot_batched_and_l0_restarts_without_radius_are_named():
 def test_unbatched_eot_gives_the_batched_attack_on_a_deterministic_model():
     model = tiny_cnn(seed=3)
     x = torch.rand(4, 1, 10, 10, generator=torch.Generator().manual_seed(4))
-    with torch.no_grad():
-        y = model(x).argmax(1)
+    y = labelled_by(model, x)
     batched = DeepFool(model, eot=3).run(x, y)
     looped = DeepFool(model, eot=3, eot_batched=False).run(x, y)
     plain = DeepFool(model).run(x, y)

@@ -7,7 +7,7 @@ from torch import nn
 
 from robustkit.attacks.apgd import APGD
 from robustkit.attacks.square import Square, pseudo_gaussian, square_fraction
-from tests.attacks._tiny import tiny_batch, tiny_cnn
+from tests.attacks._tiny import labelled_by, tiny_batch, tiny_cnn
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -41,8 +41,7 @@ def test_pseudo_gaussian_has_unit_norm_and_peaks_in_the_centre():
 def test_constraints_and_queries(norm, eps):
     model = tiny_cnn(seed=0)
     x, _ = tiny_batch(batch=8, seed=1)
-    with torch.no_grad():
-        y = model(x).argmax(1)
+    y = labelled_by(model, x)
     res = Square(model, eps=eps, norm=norm, queries=200).run(x, y)
     size = res.linf if norm == "linf" else res.l2
     assert bool((size <= eps + 1e-5).all())
@@ -55,8 +54,7 @@ def test_constraints_and_queries(norm, eps):
 def test_targeted_square_reaches_the_target():
     model = tiny_cnn(seed=1)
     x, y = tiny_batch(batch=6, seed=2)
-    with torch.no_grad():
-        y = model(x).argmax(1)
+    y = labelled_by(model, x)
     t = (y + 2) % 10
     res = Square(model, eps=0.3, queries=300).run(x, y, target=t)
     assert res.success.any()
