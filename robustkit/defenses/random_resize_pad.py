@@ -3,8 +3,9 @@ randomization"), the input randomization the Defendr seed uses (its Sec. 4.3).
 
 Each image is resized to a random size and placed at a random offset on a canvas of ``out_size``, filled with
 ``pad_value`` (the seed's zero padding). The whole batch is resampled in one call: every image gets its own
-interpolation taps (scale and offset), the taps come from a per-shape table, the row pass is one sparse gather-and-sum and the column pass one batched
-matmul, so there is no per-image Python loop, and the layer is differentiable (twice) with respect to its input.
+interpolation taps (scale and offset, looked up in a per-shape table), the row pass is one sparse
+gather-and-sum and the column pass one batched matmul, so there is no per-image Python loop, and the layer is
+differentiable (twice) with respect to its input.
 
 The layer is random by design, so a single-forward gradient attack sees one draw and its number means little.
 Evaluate it with EOT (``eot=`` on the gradient attacks, or ``AutoAttack(version="rand")``): Athalye, Carlini and
