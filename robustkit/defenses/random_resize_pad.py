@@ -97,7 +97,8 @@ class RandomResizePad(nn.Module):
         batch, _, height, width = x.shape
         out_h, out_w = self.out_size
         h, w, top, left = self.draw(batch, height, width)
-        return resize_pad(x, (out_h, out_w), h, w, top, left, pad_value=self.pad_value, mode=self.mode)
+        # draw() keeps every image whole inside the canvas, so the placement needs no check here
+        return _resize_pad(x, (out_h, out_w), h, w, top, left, self.pad_value, self.mode)
 
     def forward(self, x: Tensor) -> Tensor:
         canvas = self.transform(x)
@@ -207,7 +208,24 @@ def resize_pad(x: Tensor, out_size: Tuple[int, int], h: Tensor, w: Tensor, top: 
     modes, so the canvas is ``A_h @ x @ A_w^T`` with per-image interpolation matrices (``A`` also zeroes
     the padding); :class:`_ResizePad` computes it with a sparse row pass. The sampling equals
     ``F.interpolate(..., align_corners=False)`` of the image alone (``tests/reference/input_defenses.py``).
+    Every image must lie whole inside the canvas.
     """
+    if x.dim() != 4:
+        raise ValueError(f"resize_pad: x must be [B, C, H, W], got shape {list(x.shape)}")
+    if mode not in ("bilinear", "nearest"):
+        raise ValueError(f"resize_pad: mode must be 'bilinear' or 'nearest', got {mode!r}")
+    for size, offset, names, canvas in ((h, top, ("h", "top"), out_size[0]), (w, left, ("w", "left"), out_size[1])):
+        if size.shape != (x.shape[0],) or offset.shape != (x.shape[0],):
+            raise ValueError(f"resize_pad: {names[0]} and {names[1]} must be [B] = [{x.shape[0]}] tensors, got "
+                             f"{list(size.shape)} and {list(offset.shape)}")
+        if bool((size < 1).any() | (offset < 0).any() | (offset + size > canvas).any()):
+            raise ValueError(f"resize_pad: every image must fit the canvas: 1 <= {names[0]} and 0 <= {names[1]} "
+                             f"and {names[1]} + {names[0]} <= {canvas}")
+    return _resize_pad(x, out_size, h, w, top, left, float(pad_value), mode)
+
+
+def _resize_pad(x: Tensor, out_size: Tuple[int, int], h: Tensor, w: Tensor, top: Tensor, left: Tensor,
+                pad_value: float, mode: str) -> Tensor:
     out_h, out_w = out_size
     batch, _, in_h, in_w = x.shape
     if (out_h, in_h) == (out_w, in_w):

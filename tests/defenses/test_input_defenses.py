@@ -159,3 +159,17 @@ def test_score_ensemble_bad_input():
         ScoreEnsemble([nn.Linear(2, 2)], combine="vote")
     with pytest.raises(ValueError, match="models"):
         ScoreEnsemble([])
+
+
+@pytest.mark.parametrize("change, match", [
+    (dict(h=torch.tensor([9, 20])), "h"),             # taller than the canvas
+    (dict(top=torch.tensor([0, -1])), "top"),
+    (dict(left=torch.tensor([0, 6])), "left"),        # 6 + 9 > 12
+    (dict(w=torch.tensor([0, 9])), "w"),
+    (dict(h=torch.tensor([9, 9, 9])), "h and top"),
+])
+def test_resize_pad_rejects_a_placement_outside_the_canvas(change, match):
+    args = dict(h=torch.tensor([9, 9]), w=torch.tensor([9, 9]), top=torch.tensor([0, 3]), left=torch.tensor([3, 0]))
+    args.update(change)
+    with pytest.raises(ValueError, match=match):
+        resize_pad(torch.rand(2, 1, 8, 8), (12, 12), args["h"], args["w"], args["top"], args["left"])
