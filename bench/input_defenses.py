@@ -6,7 +6,10 @@ training against a plain PyTorch loop.
 2. EOT at n = 10 against ``RandomResizePad(LeNet)``: ``rk.attacks.PGD(..., eot=10)`` (the 10 draws of every
    step in one batched forward) against the loop a researcher writes, 10 forward+backward passes per step.
    Correctness first: on the deterministic LeNet both reach the same robust accuracy; on the random model
-   robustkit's is no higher than the hand loop's (within noise).
+   robustkit's is no higher than the hand loop's (within noise). Beside them the model-only floor: the
+   randomized model's forward and input gradient on all n * B rows per step, which no EOT can skip, so
+   ``hand / floor`` bounds what any batched EOT can gain over the hand loop on this machine (timed with
+   robustkit's first-layer input-gradient kernel, as its attacks run, and with PyTorch's kernels only).
 3. HGD denoiser training (``rk.defenses.train_denoiser``, logits guide, FGSM examples) against a plain loop
    with the same model, attack, loss and optimizer (target: >= 0.95 of its img/s).
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import pathlib
+import statistics
 import sys
 
 import torch
@@ -27,6 +31,7 @@ from data import correctly_classified, mnist_lenet, mnist_split
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import robustkit as rk  # noqa: E402
+from robustkit.attacks._conv_routing import routed_convolutions  # noqa: E402
 from robustkit.defenses.hgd import hgd_distance  # noqa: E402
 
 
@@ -63,6 +68,14 @@ def plain_denoiser_loop(denoiser, model, x_train, y_train, attack, batch, lr):
         opt.step()
 
 
+def spread(times: list, reference: list) -> dict:
+    """Per-round ratios ``times[i] / reference[i]`` (two calls of the same round): median, quartiles, range."""
+    ratios = sorted(t / r for t, r in zip(times, reference))
+    q1, median, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+    return {"median": statistics.median(ratios), "q1": q1, "q3": q3, "min": ratios[0], "max": ratios[-1],
+            "rounds": len(ratios)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
@@ -77,15 +90,19 @@ def main() -> None:
     rrp = rk.defenses.RandomResizePad(lenet, 28, min_scale=0.75, max_scale=1.0, seed=0).eval()
     rows = {}
 
-    # 1. overhead of the wrapper
+    # 1. overhead of the wrapper (10 calls per sample: one resample is ~2 ms, too short to time alone here)
     with torch.no_grad():
         t = harness.timeit({"lenet forward": lambda: lenet(x), "resample only": lambda: rrp.transform(x),
-                            "wrapped forward": lambda: rrp(x)}, rounds=max(rounds, 5) * 4, clock=args.clock)
-    med = t.minimum()
+                            "wrapped forward": lambda: rrp(x)}, rounds=max(rounds, 5) * 4, clock=args.clock,
+                           number=10)
+    fastest = t.minimum()
+    share = spread(t.rounds["resample only"], t.rounds["lenet forward"])
     rows["overhead"] = {**t.to_json(("lenet forward",)),
-                        "resample / forward": med["resample only"] / med["lenet forward"],
-                        "wrapped / forward": med["wrapped forward"] / med["lenet forward"], "batch": batch}
-    print(f"resample = {rows['overhead']['resample / forward']:.3f} of a LeNet forward (target <= 0.10)")
+                        "resample / forward": fastest["resample only"] / fastest["lenet forward"],
+                        "resample / forward, paired per round": share,
+                        "wrapped / forward": fastest["wrapped forward"] / fastest["lenet forward"], "batch": batch}
+    print(f"resample = {rows['overhead']['resample / forward']:.3f} of a LeNet forward (fastest rounds; per round "
+          f"median {share['median']:.3f}, quartiles {share['q1']:.3f}-{share['q3']:.3f}; target <= 0.10)")
 
     # 2. batched EOT against the hand loop
     xe, ye = x[:eot_images], y[:eot_images]
@@ -106,13 +123,35 @@ def main() -> None:
               "one forward": accuracy(rrp, single(xe, ye), ye, draws=5)}
     harness.check(robust["robustkit eot"] <= robust["hand eot"] + 0.05,
                   f"batched EOT is weaker than the hand loop: {robust}")
+    x_rows = xe.repeat(draws, 1, 1, 1)
+
+    def model_floor():
+        """The work any EOT implementation must do: per step, the randomized model's forward and input
+        gradient on all n * B rows, in one call, with the kernels robustkit's attacks use (the first
+        convolution's input gradient by robustkit's kernel), and no attack logic."""
+        with routed_convolutions():
+            for _ in range(steps):
+                harness.floor_step(rrp, x_rows)
+
+    def model_floor_torch_kernels():
+        """The same floor with PyTorch's kernels throughout: what one batch of n * B rows costs by itself."""
+        for _ in range(steps):
+            harness.floor_step(rrp, x_rows)
+
     t = harness.timeit({"robustkit eot": lambda: ours_random(xe, ye),
-                        "hand eot": lambda: hand_eot_pgd(rrp, xe, ye, eps, step_size, steps, draws)},
+                        "hand eot": lambda: hand_eot_pgd(rrp, xe, ye, eps, step_size, steps, draws),
+                        "model floor": model_floor, "model floor, torch kernels": model_floor_torch_kernels},
                        rounds=rounds, clock=args.clock)
+    ratios = t.paired_ratios("hand eot")
     rows["eot"] = {"check_deterministic": same, "robust_accuracy": robust, "draws": draws, "steps": steps,
-                   **t.to_json(("hand eot",))}
-    print(f"EOT n={draws}: {t.paired_ratios('hand eot')['robustkit eot']:.2f}x the hand loop (target >= 3); "
-          f"robust accuracy {robust}")
+                   **t.to_json(("hand eot", "model floor")),
+                   "speedup per round": spread(t.rounds["hand eot"], t.rounds["robustkit eot"]),
+                   "floor speedup per round": spread(t.rounds["hand eot"], t.rounds["model floor"]),
+                   "torch-kernel floor speedup per round": spread(t.rounds["hand eot"],
+                                                                  t.rounds["model floor, torch kernels"])}
+    print(f"EOT n={draws}: {ratios['robustkit eot']:.2f}x the hand loop (target >= 3); the model-only floor on "
+          f"n*B rows is {ratios['model floor']:.2f}x it ({ratios['model floor, torch kernels']:.2f}x with PyTorch's "
+          f"kernels); robust accuracy {robust}")
 
     # 3. denoiser training
     x_all, y_all = mnist_split("train")
@@ -132,7 +171,8 @@ def main() -> None:
 
     t = harness.timeit({"train_denoiser": ours_train, "plain loop": plain_train}, rounds=rounds, clock=args.clock)
     rows["denoiser_training"] = {"images": train_images, **t.to_json(("plain loop",)),
-                                 "train_denoiser / plain (img/s)": t.paired_ratios("plain loop")["train_denoiser"]}
+                                 "train_denoiser / plain (img/s)": t.paired_ratios("plain loop")["train_denoiser"],
+                                 "per round": spread(t.rounds["plain loop"], t.rounds["train_denoiser"])}
     print(f"train_denoiser at {rows['denoiser_training']['train_denoiser / plain (img/s)']:.3f} of the plain loop's "
           f"img/s (target >= 0.95)")
     harness.Result("input_defenses-tiny" if args.tiny else "input_defenses", rows,

@@ -21,6 +21,32 @@ def test_resize_pad_equals_per_image_interpolate_and_pad(one_thread):
     torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 5e-6), (torch.float64, 1e-12)])
+@pytest.mark.parametrize("sizes", [((28, 28), (28, 28), 0.75, 1.0), ((11, 13), (17, 19), 0.6, 1.3)])
+def test_resize_pad_value_and_input_gradient_equal_the_loop(dtype, tol, sizes, one_thread):
+    # float32: F.interpolate computes its own coordinates in float32; the two differ by a few ulp
+    (in_h, in_w), out_size, low, high = sizes
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(12, 2, in_h, in_w, generator=g, dtype=dtype)
+    h, w, top, left = RandomResizePad(None, out_size, min_scale=low, max_scale=high, seed=5).draw(12, in_h, in_w)
+    weight = torch.rand(12, 2, *out_size, generator=g, dtype=dtype)
+    grads = []
+    for fn in (resize_pad, resize_pad_loop):
+        x_var = x.clone().requires_grad_(True)
+        out = fn(x_var, out_size, h, w, top, left, pad_value=0.5)
+        grads.append((out, torch.autograd.grad((out * weight).sum(), x_var)[0]))
+    torch.testing.assert_close(grads[0][0], grads[1][0], rtol=0, atol=tol)
+    torch.testing.assert_close(grads[0][1], grads[1][1], rtol=0, atol=tol * 10)
+
+
+def test_resize_pad_double_backward(one_thread):
+    x = torch.rand(2, 2, 6, 7, dtype=torch.float64, requires_grad=True)
+    h, w, top, left = RandomResizePad(None, (9, 10), min_scale=0.9, max_scale=1.3, seed=0).draw(2, 6, 7)
+    for mode in ("bilinear", "nearest"):
+        assert torch.autograd.gradgradcheck(lambda a: resize_pad(a, (9, 10), h, w, top, left, mode=mode,
+                                                                 pad_value=0.2), (x,))
+
+
 def test_nearest_mode_equals_interpolate(one_thread):
     x = torch.rand(3, 2, 9, 11)
     h, w = torch.tensor([5, 9, 13]), torch.tensor([7, 11, 14])
@@ -133,3 +159,17 @@ def test_score_ensemble_bad_input():
         ScoreEnsemble([nn.Linear(2, 2)], combine="vote")
     with pytest.raises(ValueError, match="models"):
         ScoreEnsemble([])
+
+
+@pytest.mark.parametrize("change, match", [
+    (dict(h=torch.tensor([9, 20])), "h"),             # taller than the canvas
+    (dict(top=torch.tensor([0, -1])), "top"),
+    (dict(left=torch.tensor([0, 6])), "left"),        # 6 + 9 > 12
+    (dict(w=torch.tensor([0, 9])), "w"),
+    (dict(h=torch.tensor([9, 9, 9])), "h and top"),
+])
+def test_resize_pad_rejects_a_placement_outside_the_canvas(change, match):
+    args = dict(h=torch.tensor([9, 9]), w=torch.tensor([9, 9]), top=torch.tensor([0, 3]), left=torch.tensor([3, 0]))
+    args.update(change)
+    with pytest.raises(ValueError, match=match):
+        resize_pad(torch.rand(2, 1, 8, 8), (12, 12), args["h"], args["w"], args["top"], args["left"])
