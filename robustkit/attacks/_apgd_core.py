@@ -151,11 +151,12 @@ def apgd(logits_fn: LogitsFn, x: Tensor, y: Tensor, start: Tensor, *, eps: float
     x_max = torch.where(take.view(view), x_cur, x_prev)
     g_max = None if g_cur is None else torch.where(take.view(view), g_cur, g_prev)
     f_max_last, eta_last, w_last = f_max.clone(), eta.clone(), 0
+    num_groups = int(groups.max()) + 1 if early_stop and groups is not None and batch else 0  # one sync, not per step
 
     for k in range(1, steps):
         if early_stop and groups is not None:
             group_a = groups[active]
-            hit = torch.zeros(int(groups.max()) + 1, dtype=torch.bool, device=x.device)
+            hit = torch.zeros(num_groups, dtype=torch.bool, device=x.device)
             found = hit.index_fill_(0, group_a[found], True)[group_a]
         if early_stop and bool(found.any()):
             keep = (~found).nonzero().squeeze(1)

@@ -11,7 +11,6 @@ from robustkit.attacks.apgd import top_other_classes
 from robustkit.attacks.base import AttackOutput, MinimalNormAttack
 from robustkit.attacks.dlr import check_label_range
 from robustkit.attacks.restarts import random_point_at
-from robustkit.attacks.restarts import random_point_at
 
 _LARGE = 1e30  # a finite "never saturates" key (inf * 0 would be NaN)
 #: the most rows one FAB call attacks (FAB-T's targets are batched up to this)
@@ -201,6 +200,7 @@ class FAB(MinimalNormAttack):
         used = torch.zeros(batch, dtype=torch.int64, device=x.device)
         active = torch.arange(batch, device=x.device)
         x_i = start.flatten(1).clone()
+        num_groups = int(groups.max()) + 1 if batch else 0  # once, not a host sync per step
         for _ in range(self.steps):
             x_a = x_flat[active]
             g_a = None if goal is None else goal[active]
@@ -224,7 +224,7 @@ class FAB(MinimalNormAttack):
             # once adversarial, step back toward the original point (the paper's β)
             x_next = torch.where(hit.unsqueeze(1), (1 - self.beta) * x_a + self.beta * x_next, x_next)
             if self.eps is not None:
-                group_best = best.new_full((int(groups.max()) + 1,), float("inf"))
+                group_best = best.new_full((num_groups,), float("inf"))
                 group_best.scatter_reduce_(0, groups, best, reduce="amin")
                 keep = group_best[groups[active]] > self.eps
                 if not bool(keep.all()):
