@@ -36,7 +36,13 @@ def batch_seed(seed: int, batch: int, attack_index: int) -> int:
     """The seed of one attack on one batch: a function of (seed, batch index, attack index) only, so a batch
     gets the same randomness whether it runs first, after a resume, or on another rank. Attack index -1 seeds
     the batch's clean forwards, -2 the report's example forwards (Grad-CAM of batch 0)."""
-    digest = hashlib.sha256(f"{seed}:{batch}:{attack_index}".encode()).digest()
+    return derived_seed(seed, batch, attack_index)
+
+
+def derived_seed(*parts) -> int:
+    """A 63-bit torch seed that is a function of ``parts`` alone (SHA-256 of ``"p0:p1:..."``): independent
+    streams for (run seed, batch, attack) here and for (run seed, step name) in ``robustkit.reproduce``."""
+    digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from robustkit._version import __version__
+from robustkit.eval.runner import derived_seed
 from robustkit.eval.storage import dumps, read_json, write_json
 from robustkit.zoo import cached_model, default_cache_dir
 
@@ -107,7 +108,7 @@ def recipe_key(name: str, recipe: Mapping[str, Any], seed: int) -> str:
 
 def step_seed(seed: int, name: str) -> int:
     """The torch seed of step ``name``: a function of the run's seed and the step's name only."""
-    return int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode()).digest()[:8], "little") & ((1 << 63) - 1)
+    return derived_seed(seed, name)
 
 
 class Context:
