@@ -185,6 +185,7 @@ def measure(ctx: Context, net: str, models: Dict[str, nn.Module], x, y, steps: D
     key = net.lower()
     eps_ref = ctx.step(f"{key}-eps-ref", lambda: {"eps_ref": fgs_eps_ref(models["Deep Defense"], x, y)["eps_ref"]})
     eps_ref = eps_ref["eps_ref"]
+    rho2: Dict[str, list] = {"ours": [], "paper": []}        # Table 1's rho_2 column, drawn as bars
     for method, model in models.items():
         slug = f"{key}-{method.lower().replace(' ', '-').replace('.', '')}"
         attacks = {"deepfool": rk.attacks.DeepFool(model, steps=steps["deepfool"]),
@@ -220,6 +221,9 @@ def measure(ctx: Context, net: str, models: Dict[str, nn.Module], x, y, steps: D
                  ours=100 * m["pgd"]["robust_accuracy"], fmt=".2f")
         ctx.cell("Table 2", row=row, column="acc. APGD-CE @0.1 (%)", paper=None,
                  ours=100 * m["apgd-ce"]["robust_accuracy"], fmt=".2f", note="not in the paper")
+        rho2["ours"].append(m["deepfool"]["rho2"])
+        rho2["paper"].append(p1[1])
+    ctx.bars("Table 1", labels=[f"{net} {method}" for method in models], groups=rho2, ylabel="rho_2 (DeepFool)")
     ctx.note("Table 1", f"{net}: eps_ref = {eps_ref:.4f} (FGS, from our Deep Defense model, as in the paper).")
 
 

@@ -85,6 +85,16 @@ class Heatmap:
     label: str
 
 
+@dataclasses.dataclass(frozen=True)
+class Bars:
+    """A grouped bar chart: one bar per ``labels[i]`` for each group (``groups[name][i]``; NaN leaves a gap),
+    e.g. rho_2 per model, ours beside the paper's."""
+    figure: str
+    labels: List[str]
+    groups: Dict[str, List[float]]
+    ylabel: str
+
+
 def _number(value: Any, who: str) -> Optional[float]:
     if value is None:
         return None
@@ -132,6 +142,7 @@ class Context:
         self.notes: Dict[str, List[str]] = {}
         self.series_list: List[Series] = []
         self.heatmaps: List[Heatmap] = []
+        self.bar_charts: List[Bars] = []
         self.settings: Dict[str, Any] = {}
         self.steps_run: List[str] = []      # steps computed in this process (the others were read back)
         self._settings_calls: List[dict] = []
@@ -267,6 +278,15 @@ class Context:
             raise ValueError(f"heatmap {figure}: values must be {len(rows)} rows of {len(cols)}")
         self.heatmaps.append(Heatmap(figure, [str(r) for r in rows], [str(c) for c in cols],
                                      [[float(v) for v in r] for r in values], label))
+
+    def bars(self, figure: str, *, labels: Sequence[str], groups: Dict[str, Sequence[Optional[float]]],
+             ylabel: str) -> None:
+        """A grouped bar chart in the report (and a table of its values in tables.md); ``None`` is a gap."""
+        if not groups or any(len(values) != len(labels) for values in groups.values()):
+            raise ValueError(f"bars {figure!r}: every group needs one value per label ({len(labels)})")
+        self.bar_charts.append(Bars(figure, [str(label) for label in labels],
+                                    {str(name): [math.nan if v is None else float(v) for v in values]
+                                     for name, values in groups.items()}, ylabel))
 
     def _say(self, text: str) -> None:
         if self.progress:

@@ -3,7 +3,7 @@
 - ``tables.md``: per table one row per cell (paper | ours | difference) and its notes, then the figures'
   points. It depends on the measurements only (no time, no command line), so a resumed run writes the same
   file as an uninterrupted one.
-- ``results.json``: the cells, notes, series and heat maps, plus the exact command, scale, seed, settings,
+- ``results.json``: the cells, notes, series, heat maps and bar charts, plus the exact command, scale, seed, settings,
   software versions, machine and wall time.
 - ``report.html``: the tables and every figure as inline SVG (matplotlib), readable offline.
 """
@@ -18,7 +18,7 @@ from typing import Dict, List, Optional
 
 from robustkit.eval.describe import device_description, software_versions
 from robustkit.eval.storage import write_atomic, write_json
-from robustkit.reproduce.protocol import Cell, Context, Heatmap, Series
+from robustkit.reproduce.protocol import Bars, Cell, Context, Heatmap, Series
 
 TABLES_FILE, RESULTS_FILE, REPORT_FILE = "tables.md", "results.json", "report.html"
 
@@ -36,7 +36,8 @@ def fmt_difference(cell: Cell) -> str:
 
 def _figures(ctx: Context) -> List[str]:
     """Figure names in the paper's order first, then any others in the order they were recorded."""
-    names = [s.figure for s in ctx.series_list] + [h.figure for h in ctx.heatmaps]
+    names = ([s.figure for s in ctx.series_list] + [h.figure for h in ctx.heatmaps]
+             + [b.figure for b in ctx.bar_charts])
     ordered = [t for t in ctx.paper.tables if t in names]
     return ordered + [n for n in dict.fromkeys(names) if n not in ordered]
 
@@ -54,6 +55,14 @@ def _md_series(series: List[Series]) -> List[str]:
 def _md_heatmap(h: Heatmap) -> List[str]:
     lines = [f"{h.label}", "", "| | " + " | ".join(h.cols) + " |", "|---" * (len(h.cols) + 1) + "|"]
     lines += [f"| {r} | " + " | ".join(fmt_value(v, ".3f") for v in row) + " |" for r, row in zip(h.rows, h.values)]
+    return lines
+
+
+def _md_bars(b: Bars) -> List[str]:
+    names = list(b.groups)
+    lines = [f"{b.ylabel}", "", "| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    lines += [f"| {label} | " + " | ".join(fmt_value(b.groups[n][i], ".3f") for n in names) + " |"
+              for i, label in enumerate(b.labels)]
     return lines
 
 
@@ -85,6 +94,8 @@ def tables_markdown(ctx: Context) -> str:
             lines += _md_series(series) + [""]
         for h in (h for h in ctx.heatmaps if h.figure == figure):
             lines += _md_heatmap(h) + [""]
+        for b in (b for b in ctx.bar_charts if b.figure == figure):
+            lines += _md_bars(b) + [""]
     other_notes = [t for t in ctx.notes if t not in ctx.paper.tables]
     for table in other_notes:
         lines += [f"- {table}: {n}" for n in ctx.notes[table]]
@@ -101,7 +112,8 @@ def results_object(ctx: Context, *, command: str, wall_seconds: float, started: 
             "started": started, "wall_seconds": wall_seconds, "steps_computed": ctx.steps_run,
             "cells": [{**dataclasses.asdict(c), "difference": c.difference} for c in ctx.cells],
             "notes": ctx.notes, "series": [dataclasses.asdict(s) for s in ctx.series_list],
-            "heatmaps": [dataclasses.asdict(h) for h in ctx.heatmaps]}
+            "heatmaps": [dataclasses.asdict(h) for h in ctx.heatmaps],
+            "bars": [dataclasses.asdict(b) for b in ctx.bar_charts]}
 
 
 def _svg(fig) -> str:
@@ -142,7 +154,24 @@ def figure_svgs(ctx: Context) -> Dict[str, List[str]]:
             fig.colorbar(image, ax=ax, label=h.label)
             ax.set_title(figure)
             out.setdefault(figure, []).append(_svg(fig))
+        for b in (b for b in ctx.bar_charts if b.figure == figure):
+            out.setdefault(figure, []).append(_svg(_bar_chart(plt, figure, b)))
     return out
+
+
+def _bar_chart(plt, figure: str, b: Bars):
+    """Grouped bars: one cluster per label, one bar per group (NaN draws nothing)."""
+    width = 0.8 / len(b.groups)
+    fig, ax = plt.subplots(figsize=(1.5 + 0.9 * len(b.labels), 3.6))
+    for k, (name, values) in enumerate(b.groups.items()):
+        ax.bar([i + (k - (len(b.groups) - 1) / 2) * width for i in range(len(b.labels))], values, width,
+               label=name)
+    ax.set_xticks(range(len(b.labels)), b.labels, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel(b.ylabel)
+    ax.set_title(figure)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)
+    return fig
 
 
 def report_html(ctx: Context, results: dict) -> str:

@@ -27,6 +27,11 @@ def test_deep_defense_mlp_tables_are_filled(tmp_path, monkeypatch, one_thread):
     assert ours[("MLP Deep Defense", "rho_2")]["paper"] == pytest.approx(0.225)     # Table 1, "Ours"
     assert ours[("MLP Adv. Train I", "rho_2")]["paper"] == pytest.approx(0.162)
     assert ours[("MLP Reference", "acc. PGD @0.1 (%)")]["paper"] == pytest.approx(1.19)   # Table 2
+    bars = json.loads((out / "results.json").read_text())["bars"]          # Table 1's rho_2, drawn as bars
+    assert [b["labels"] for b in bars] == [["MLP Reference", "MLP Par. Train", "MLP Adv. Train I",
+                                             "MLP Deep Defense"]]
+    assert bars[0]["groups"]["ours"] == [ours[(row, "rho_2")]["ours"] for row in bars[0]["labels"]]
+    assert bars[0]["groups"]["paper"][3] == pytest.approx(0.225)
 
 
 @pytest.mark.slow

@@ -48,6 +48,8 @@ def toy_paper(calls: Calls, recipe_lr: float = 0.1) -> Paper:
         ctx.note("Table 1", "a toy table")
         ctx.series("Fig. 1", name="ours", x=[1, 2, 4], y=[0.1, 0.2, 0.3], xlabel="T", ylabel="success")
         ctx.heatmap("Fig. 2", rows=["a", "b"], cols=["c", "d"], values=[[0.1, 0.2], [0.3, 0.4]], label="success")
+        ctx.bars("Table 1", labels=["m1", "m2"], groups={"ours": [0.25, 0.5], "paper": [0.125, None]},
+                 ylabel="rho_2")
 
     return Paper(name="toy", title="A toy paper (Nobody, 2024)",
                  tables={"Table 1": "toy numbers", "Fig. 1": "a toy curve", "Fig. 2": "a toy matrix"}, run=run)
@@ -91,8 +93,21 @@ def test_writers_produce_every_cell_note_and_figure(toy, tmp_path):
     assert {"command", "scale", "seed", "versions", "machine", "wall_seconds"} <= set(results)
     assert results["versions"]["torch"] == torch.__version__ and results["scale"] == "quick"
     assert len(results["cells"]) == 4 and math.isclose(results["cells"][0]["difference"], -0.5)
+    assert "| | ours | paper |" in tables and "| m2 | 0.500 | — |" in tables
+    [bars] = results["bars"]
+    assert (bars["figure"], bars["labels"], bars["ylabel"]) == ("Table 1", ["m1", "m2"], "rho_2")
+    assert bars["groups"]["ours"] == [0.25, 0.5] and bars["groups"]["paper"][0] == 0.125
+    assert bars["groups"]["paper"][1] is None or math.isnan(bars["groups"]["paper"][1])   # the gap
     page = (out / "report.html").read_text()
-    assert page.count("<svg") == 2 and "toy numbers" in page and "0.333" in page
+    assert page.count("<svg") == 3 and "toy numbers" in page and "0.333" in page
+    # the bar chart sits in Table 1's section, before Fig. 1's curve
+    assert page.index("<svg") < page.index("<h2>Fig. 1</h2>")
+
+
+def test_bars_need_one_value_per_label(tmp_path):
+    ctx = Context(toy_paper(Calls()), scale="quick", out=tmp_path)
+    with pytest.raises(ValueError, match="one value per label"):
+        ctx.bars("Table 1", labels=["a", "b"], groups={"ours": [1.0]}, ylabel="rho_2")
 
 
 def test_step_memo_and_resume_give_the_same_tables(toy, tmp_path):
