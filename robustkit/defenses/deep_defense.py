@@ -21,11 +21,12 @@ regulariser does not clip either.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.func import functional_call
 
 from robustkit.attacks.deepfool import candidate_classes
 from robustkit.ops import deepfool_step
@@ -55,6 +56,11 @@ class DeepDefense:
             candidate (fastest on convolutional models on CPU: PyTorch's vmap has no batching rule for their
             double backward), or ``"batched"``, one vmapped backward over all candidates
             (``is_grads_batched``; 1.3x faster on the seed's MLP on CPU, ``bench/deep_defense.py``).
+        layers: names of submodules (``"fc1"``) or parameters (``"fc1.weight"``) of the model: only their
+            parameters receive the regulariser's gradient, every other parameter enters the unrolled DeepFool
+            as a constant, while the cross-entropy still trains all of them. The seed's layer-wise experiment
+            (Fig. 4) regularises one layer at a time: ``layers=["fc1"]``. ``None`` (default): every parameter.
+            It costs one more forward per batch (the cross-entropy's forward cannot be shared).
 
     The model runs in eval mode while the objective is computed, and its train/eval flags are restored
     afterwards: BatchNorm is frozen during fine-tuning, as in the authors' code, and dropout is off, so that
@@ -66,7 +72,7 @@ class DeepDefense:
 
     def __init__(self, lam: float = 15.0, c: float = 25.0, d: float = 5.0, *, steps: int = 5,
                  overshoot: float = 0.02, candidates: Optional[int] = 10, norm: str = "l2",
-                 jacobian: str = "loop"):
+                 jacobian: str = "loop", layers: Union[str, Sequence[str], None] = None):
         self.lam = _number("DeepDefense", "lam", lam)
         self.c = _number("DeepDefense", "c", c)
         self.d = _number("DeepDefense", "d", d)
@@ -80,12 +86,21 @@ class DeepDefense:
             raise ValueError(f"DeepDefense: norm must be one of {tuple(_NORMS)}, got {norm!r}")
         if jacobian not in _JACOBIANS:
             raise ValueError(f"DeepDefense: jacobian must be one of {_JACOBIANS}, got {jacobian!r}")
+        if isinstance(layers, str):
+            layers = (layers,)
+        if layers is not None:
+            layers = tuple(layers) if isinstance(layers, (list, tuple)) else layers
+            if not isinstance(layers, tuple) or not layers or not all(isinstance(n, str) and n for n in layers):
+                raise ValueError(f"DeepDefense: layers must be None, a name or a non-empty list of names, "
+                                 f"got {layers!r}")
         self.steps, self.candidates, self.norm, self.jacobian = steps, candidates, norm, jacobian
+        self.layers: Optional[Tuple[str, ...]] = layers
         self._checked: set = set()
 
     def __repr__(self) -> str:
         return (f"DeepDefense(lam={self.lam}, c={self.c}, d={self.d}, steps={self.steps}, "
-                f"overshoot={self.overshoot}, candidates={self.candidates}, norm={self.norm!r})")
+                f"overshoot={self.overshoot}, candidates={self.candidates}, norm={self.norm!r}"
+                + (f", layers={list(self.layers)!r})" if self.layers is not None else ")"))
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> ObjectiveOutput:
         check_images("DeepDefense", x)
@@ -98,15 +113,20 @@ class DeepDefense:
                 m.training = training
 
     def _objective(self, model: nn.Module, x: Tensor, y: Tensor) -> ObjectiveOutput:
-        x0 = x.detach().requires_grad_(True)
+        x0 = x.detach().requires_grad_(self.layers is None)
         logits = model(x0)
         if logits.dim() != 2 or logits.shape[0] != x.shape[0]:
             raise ValueError(f"DeepDefense: the model must return [B, classes] logits, got {list(logits.shape)}")
         if y.shape != (x.shape[0],):
             raise ValueError(f"DeepDefense: y must be [B] = [{x.shape[0]}] labels, got {list(y.shape)}")
         ce = F.cross_entropy(logits, y)
+        regularized, reg_logits = model, logits          # DeepFool's first step shares the CE's forward
+        if self.layers is not None:
+            regularized = self._only_layers(unwrap_model(model))
+            x0 = x.detach().requires_grad_(True)
+            reg_logits = regularized(x0)
         try:
-            dx, finished = self.perturbation(model, x0, logits)
+            dx, finished = self.perturbation(regularized, x0, reg_logits)
         except RuntimeError as err:
             raise _twice_differentiable_error(unwrap_model(model), x, err) from err
         p = _NORMS[self.norm]
@@ -117,7 +137,7 @@ class DeepDefense:
         key = id(unwrap_model(model))
         if key not in self._checked:
             try:
-                _require_weight_dependence(unwrap_model(model), regularizer)
+                _require_weight_dependence([q for _, q in self.selected_parameters(model)], regularizer)
             except RuntimeError as err:
                 raise _twice_differentiable_error(unwrap_model(model), x, err) from err
             self._checked.add(key)
@@ -125,7 +145,26 @@ class DeepDefense:
                                metrics={"ce": ce.detach(), "regularizer": regularizer.detach(),
                                         "rho": rho.detach().mean(), "finished_early": finished})
 
-    def perturbation(self, model: nn.Module, x0: Tensor, logits: Tensor) -> Tuple[Tensor, float]:
+    def selected_parameters(self, model: nn.Module) -> List[Tuple[str, nn.Parameter]]:
+        """``(name, parameter)`` of ``model`` that receive the regulariser's gradient (all without ``layers``)."""
+        named = list(unwrap_model(model).named_parameters())
+        if self.layers is None:
+            return named
+        for layer in self.layers:
+            if not any(n == layer or n.startswith(layer + ".") for n, _ in named):
+                names = sorted({n.rsplit(".", 1)[0] if "." in n else n for n, _ in named})
+                raise ValueError(f"DeepDefense: layers name {layer!r} matches no parameter of the model "
+                                 f"(its layers: {', '.join(names)})")
+        return [(n, p) for n, p in named
+                if any(n == layer or n.startswith(layer + ".") for layer in self.layers)]
+
+    def _only_layers(self, model: nn.Module) -> Callable[[Tensor], Tensor]:
+        """``model`` as the regulariser sees it with ``layers``: every other parameter detached."""
+        keep = {id(p) for _, p in self.selected_parameters(model)}
+        params = {n: p if id(p) in keep else p.detach() for n, p in model.named_parameters()}
+        return lambda inp: functional_call(model, params, (inp,))
+
+    def perturbation(self, model: Callable[[Tensor], Tensor], x0: Tensor, logits: Tensor) -> Tuple[Tensor, float]:
         """DeepFool's ``dx`` ``[B, ...]`` unrolled with the graph kept (differentiable in the weights), and the
         fraction of samples that finished early (their prediction changed before ``steps`` iterations).
         ``x0`` requires grad and ``logits = model(x0)``."""
@@ -190,12 +229,12 @@ def _holds_error_node(tensor: Tensor) -> bool:
     return False
 
 
-def _require_weight_dependence(model: nn.Module, regularizer: Tensor) -> None:
+def _require_weight_dependence(params: List[nn.Parameter], regularizer: Tensor) -> None:
     """Deep Defense must never train on a silently zero or truncated gradient. Once per model: the
     regulariser's graph holds no error node (what a ``once_differentiable`` backward leaves behind when it is
     differentiated with ``create_graph``: ``autograd.grad`` to the weights skips it silently, only a full
     ``backward()`` raises), and its gradient reaches the weights."""
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = [p for p in params if p.requires_grad]
     if not params:
         return
     if not regularizer.requires_grad:

@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 #: name -> module that defines it
 _EXPORTS = {"evaluate": "robustkit.eval.runner", "batch_seed": "robustkit.eval.runner",
             "fgs_eps_ref": "robustkit.eval.eps_ref", "fgs_accuracy": "robustkit.eval.eps_ref",
-            "grad_cam": "robustkit.eval.gradcam"}
+            "fgs_minimal_eps": "robustkit.eval.eps_ref", "grad_cam": "robustkit.eval.gradcam"}
 
 if TYPE_CHECKING:   # pragma: no cover
     from robustkit.eval import metrics  # noqa: F401
-    from robustkit.eval.eps_ref import fgs_accuracy, fgs_eps_ref  # noqa: F401
+    from robustkit.eval.eps_ref import fgs_accuracy, fgs_eps_ref, fgs_minimal_eps  # noqa: F401
     from robustkit.eval.gradcam import grad_cam  # noqa: F401
     from robustkit.eval.runner import batch_seed, evaluate  # noqa: F401
 
@@ -42,4 +42,4 @@ def __dir__():
     return sorted(set(globals()) | set(_EXPORTS) | {"metrics"})
 
 
-__all__ = ["evaluate", "metrics", "grad_cam", "batch_seed", "fgs_eps_ref", "fgs_accuracy"]
+__all__ = ["evaluate", "metrics", "grad_cam", "batch_seed", "fgs_eps_ref", "fgs_accuracy", "fgs_minimal_eps"]

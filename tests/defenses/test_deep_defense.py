@@ -127,3 +127,48 @@ def test_batched_jacobian_equals_loop(make, one_thread):
     g_batched = torch.autograd.grad(batched, list(model.parameters()))
     for a, b in zip(g_batched, g_loop):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("make, layer, jacobian", [
+    (_mlp, "1", "loop"), (_mlp, "3", "loop"), (_mlp, "1", "batched"), (_cnn, "0", "loop"),
+    (_cnn, "4.weight", "loop"), (_cnn, "0", "batched"), (_bn, "1", "loop")],
+    ids=["mlp-first", "mlp-last", "mlp-first-batched", "cnn-conv", "cnn-fc-weight-only", "cnn-conv-batched",
+         "batchnorm-affine"])
+def test_layers_masks_the_regularizer_gradient_to_one_layer(make, layer, jacobian, one_thread):
+    """Fig. 4's masking: the selected parameters get the full objective's gradient (CE + regulariser, equal to
+    the float64 reference), every other parameter the cross-entropy's only; the loss itself is unchanged."""
+    torch.manual_seed(3)
+    model = make().double().eval()
+    x = torch.rand(6, 1, 6, 6, dtype=torch.float64)
+    y = torch.randint(0, 5, (6,))
+    settings = dict(lam=15.0, c=5.0, d=5.0, steps=3, overshoot=0.02, candidates=4, jacobian=jacobian)
+    names = [n for n, _ in model.named_parameters()]
+    params = list(model.parameters())
+    masked = DeepDefense(**settings, layers=[layer])(model, x, y)
+    full = DeepDefense(**settings)(model, x, y)
+    torch.testing.assert_close(masked.loss, full.loss, rtol=1e-12, atol=1e-12)
+    g_masked = torch.autograd.grad(masked.loss, params)
+    g_full = torch.autograd.grad(full.loss, params)
+    g_ce = torch.autograd.grad(torch.nn.functional.cross_entropy(model(x), y), params)
+    ref = deep_defense_loss(model, x, y, 15.0, 5.0, 5.0, 3, 0.02, 4, "l2")
+    g_ref = torch.autograd.grad(ref, params)
+    selected = [n == layer or n.startswith(layer + ".") for n in names]
+    assert any(selected) and not all(selected)
+    for name, sel, gm, gf, gc, gr in zip(names, selected, g_masked, g_full, g_ce, g_ref):
+        if sel:
+            torch.testing.assert_close(gm, gf, rtol=1e-10, atol=1e-12, msg=f"{name}: not the full gradient")
+            torch.testing.assert_close(gm, gr, rtol=1e-8, atol=1e-10, msg=f"{name}: not the reference's")
+            assert not torch.allclose(gm, gc), f"{name}: the regulariser's gradient did not reach it"
+        else:
+            torch.testing.assert_close(gm, gc, rtol=1e-10, atol=1e-12, msg=f"{name}: not the CE-only gradient")
+
+
+def test_layers_bad_names_are_named(one_thread):
+    with pytest.raises(ValueError, match="DeepDefense: layers must be"):
+        DeepDefense(layers=[])
+    with pytest.raises(ValueError, match="DeepDefense: layers must be"):
+        DeepDefense(layers=[3])
+    obj = DeepDefense(steps=2, layers=["fc9"])
+    with pytest.raises(ValueError, match=r"DeepDefense: layers name 'fc9' matches no parameter.*its layers: 1, 3"):
+        obj(_mlp(), torch.rand(3, 1, 6, 6), torch.randint(0, 5, (3,)))
+    assert "layers=['1']" in repr(DeepDefense(layers="1"))
