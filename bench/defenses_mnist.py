@@ -63,9 +63,13 @@ class DeepDefenseMLP(_MnistNet):
 
 # ---- training ---------------------------------------------------------------------------------------------
 def train(name, make_model, objective, data, *, epochs, cache, lr=1e-3, batch_size=128, seed=0, constraints=(),
-          init=None):
+          init=None, monitor=None):
     """Adam, shuffled mini-batches; one checkpoint per epoch under ``cache``; a finished model is loaded, not
-    retrained. Returns ``(model in eval mode, CPU seconds spent training in this or earlier runs)``."""
+    retrained. Returns ``(model in eval mode, CPU seconds spent training in this or earlier runs)``.
+
+    ``monitor``: optional ``(x, y)``; the accuracy on it after every epoch goes into the checkpoint's
+    ``history`` (read it back with :func:`history`), to show whether the training has converged. Its cost is
+    not counted in the training CPU seconds."""
     from tqdm import tqdm
 
     path = cache / f"{name}.pt"
@@ -73,12 +77,12 @@ def train(name, make_model, objective, data, *, epochs, cache, lr=1e-3, batch_si
     if init is not None:
         model.load_state_dict(init.state_dict())
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    state = {"epoch": 0, "cpu_s": 0.0}
+    state = {"epoch": 0, "cpu_s": 0.0, "history": []}
     if path.exists():
         ckpt = torch.load(path, weights_only=True)
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["opt"])
-        state = {"epoch": ckpt["epoch"], "cpu_s": ckpt["cpu_s"]}
+        state = {"epoch": ckpt["epoch"], "cpu_s": ckpt["cpu_s"], "history": list(ckpt.get("history", []))}
     x_all, y_all = data
     gen = torch.Generator().manual_seed(seed)
     for _ in range(state["epoch"]):         # the same shuffles as an uninterrupted run
@@ -98,10 +102,20 @@ def train(name, make_model, objective, data, *, epochs, cache, lr=1e-3, batch_si
             opt.step()
             for constraint in constraints:
                 constraint(model)
-        state = {"epoch": epoch + 1, "cpu_s": state["cpu_s"] + time.process_time() - start}
+        cpu_s = state["cpu_s"] + time.process_time() - start
+        if monitor is not None:
+            model.eval()
+            state["history"].append(round(accuracy(model, *monitor), 4))
+        state = {"epoch": epoch + 1, "cpu_s": cpu_s, "history": state["history"]}
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), **state}, path.with_suffix(".tmp"))
         os.replace(path.with_suffix(".tmp"), path)      # atomic: another part may be reading it
     return model.eval(), state["cpu_s"]
+
+
+def history(cache, name):
+    """The per-epoch monitor accuracies :func:`train` stored for ``name`` (empty without a monitor)."""
+    path = cache / f"{name}.pt"
+    return list(torch.load(path, weights_only=True).get("history", [])) if path.exists() else []
 
 
 # ---- measurements -----------------------------------------------------------------------------------------
@@ -146,21 +160,36 @@ def correct_subset(model, x, y, n):
 # ---- parts ------------------------------------------------------------------------------------------------
 def part_distill(args, train_data, test):
     x_test, y_test = test
-    results = {"epochs": args.epochs, "rows": []}
-    baseline, base_cpu = train("lenet_ce", LeNet, CrossEntropy(), train_data, epochs=args.epochs, cache=args.cache)
+    config = {"epochs": args.epochs, "train_images": len(train_data[0]), "n_attack": args.n_attack,
+              "pgd_n": args.pgd_n, "n_cw": args.n_cw, "n_l0": args.n_l0, "cw_all_at": args.cw_all_at,
+              "ifgsm_eps": args.ifgsm_eps, "cache": str(args.cache)}
+    results = {"epochs": args.epochs, "train_images": len(train_data[0]), "optimizer": "Adam lr 1e-3, batch 128",
+               "config": config, "rows": resumed_rows(args, "distill", config)}
+    monitor = (x_test, y_test)      # per-epoch test accuracy, to show where the training has converged
+    baseline, base_cpu = train("lenet_ce", LeNet, CrossEntropy(), train_data, epochs=args.epochs, cache=args.cache,
+                               monitor=monitor)
     base_acc = accuracy(baseline, x_test, y_test)
-    results["baseline"] = {"accuracy": base_acc, "train_cpu_s": round(base_cpu)}
+    results["baseline"] = {"accuracy": base_acc, "train_cpu_s": round(base_cpu),
+                           "history": history(args.cache, "lenet_ce")}
     xa, ya = x_test[:args.n_attack], y_test[:args.n_attack]
     gen = torch.Generator().manual_seed(0)
     targets = (ya + torch.randint(1, 10, ya.shape, generator=gen)) % 10      # a random other class per image
+    done = {row["T"] for row in results["rows"]}
     for temperature in args.temperatures or RUN_ORDER:
-        teacher, t_cpu = train(f"lenet_teacher_T{temperature}", LeNet, TemperatureCrossEntropy(temperature),
-                               train_data, epochs=args.epochs, cache=args.cache)
-        student, s_cpu = train(f"lenet_student_T{temperature}", LeNet, Distillation(teacher, temperature=temperature),
-                               train_data, epochs=args.epochs, cache=args.cache)
+        if temperature in done and not args.train_only:
+            print(f"T = {temperature}: row already in the results file (same settings), skipped", flush=True)
+            continue
+        teacher_name, student_name = f"lenet_teacher_T{temperature}", f"lenet_student_T{temperature}"
+        teacher, t_cpu = train(teacher_name, LeNet, TemperatureCrossEntropy(temperature),
+                               train_data, epochs=args.epochs, cache=args.cache, monitor=monitor)
+        student, s_cpu = train(student_name, LeNet, Distillation(teacher, temperature=temperature),
+                               train_data, epochs=args.epochs, cache=args.cache, monitor=monitor)
         if args.train_only:     # a second process can train models ahead of the one that evaluates them
             continue
-        row = {"T": temperature, "train_cpu_s": round(t_cpu + s_cpu)}
+        row = {"T": temperature, "train_cpu_s": round(t_cpu + s_cpu), "teacher_train_cpu_s": round(t_cpu),
+               "student_train_cpu_s": round(s_cpu), "teacher_accuracy": accuracy(teacher, x_test, y_test),
+               "teacher_history": history(args.cache, teacher_name),
+               "student_history": history(args.cache, student_name)}
         start = time.process_time()
         row["accuracy"] = accuracy(student, x_test, y_test)
         row["accuracy_change"] = row["accuracy"] - base_acc
@@ -189,18 +218,29 @@ def part_cw(args, train_data, test):
     """C&W L-inf and L0 (10-100x the cost of L2) on the distilled students of ``--temperatures``, which the
     distill part has trained and cached."""
     x_test, y_test = test
-    results = {"rows": []}
-    for temperature in args.temperatures or (1, 100):
-        if not (args.cache / f"lenet_student_T{temperature}.pt").exists():
-            raise SystemExit(f"--part cw: run --part distill first (no cached student at T = {temperature})")
+    config = {"epochs": args.epochs, "train_images": len(train_data[0]), "n_attack": args.n_attack,
+              "n_cw": args.n_cw, "n_l0": args.n_l0, "cache": str(args.cache)}
+    results = {"config": config, "rows": resumed_rows(args, "cw", config)}
+    done = {row["T"] for row in results["rows"]}
+    for temperature in args.temperatures or RUN_ORDER:
+        if temperature in done:
+            print(f"T = {temperature}: row already in the results file (same settings), skipped", flush=True)
+            continue
+        path = args.cache / f"lenet_student_T{temperature}.pt"
+        while args.wait and not (path.exists() and torch.load(path, weights_only=True)["epoch"] >= args.epochs):
+            time.sleep(30)      # a distill run in another process is still training this student
+        if not path.exists() or torch.load(path, weights_only=True)["epoch"] < args.epochs:
+            raise SystemExit(f"--part cw: run --part distill first (no student trained {args.epochs} epochs "
+                             f"at T = {temperature} in {args.cache})")
         student, _ = train(f"lenet_student_T{temperature}", LeNet, None, train_data, epochs=args.epochs,
                            cache=args.cache)
         xc, yc = correct_subset(student, x_test[:args.n_attack], y_test[:args.n_attack], args.n_cw)
         row = {"T": temperature}
+        start = time.process_time()
         for norm in ("linf", "l0"):
             n = args.n_cw if norm == "linf" else args.n_l0
             row[f"cw_{norm}"] = cw_stats(student, xc[:n], yc[:n], norm)
-        add_row(args, "cw", results, row)
+        add_row(args, "cw", results, row, start)
     return results
 
 
@@ -317,6 +357,19 @@ def part_parseval(args, train_data, test):
     return results
 
 
+def resumed_rows(args, part, config):
+    """The rows of an earlier run of ``part`` with the same ``config`` (so a killed run continues where it
+    stopped); none when the settings differ or ``--fresh`` is given."""
+    path = RESULTS / f"defenses_mnist_{part}.json"
+    if args.fresh or not path.exists():
+        return []
+    old = json.loads(path.read_text())
+    if old.get("config") != config:
+        return []
+    print(f"resuming {path.name}: {len(old['rows'])} finished rows kept", flush=True)
+    return old["rows"]
+
+
 def add_row(args, part, results, row, start=None):
     """Appends a finished row (with its evaluation CPU time since ``start``), prints it and rewrites the part's
     JSON, so a killed run keeps every row it finished."""
@@ -349,6 +402,11 @@ def main(argv=None):
     p.add_argument("--temperatures", type=lambda t: [int(v) for v in t.split(",")], default=None,
                    help="distill: the temperatures to run, in this order (default: all, extremes first)")
     p.add_argument("--train-only", action="store_true", help="distill: train (and cache) the models, measure nothing")
+    p.add_argument("--wait", action="store_true",
+                   help="cw: wait for a distill run in another process to finish training each student")
+    p.add_argument("--fresh", action="store_true",
+                   help="distill, cw: start a new results file (default: keep the finished rows of an earlier run "
+                        "with the same settings)")
     p.add_argument("--pgd-n", type=int, default=None, help="images for PGD-40 (default: --n-attack)")
     p.add_argument("--ifgsm-eps", type=float, default=0.1)
     p.add_argument("--defendr-eps", type=float, default=0.12)
