@@ -15,19 +15,17 @@ every other layer is masked; the cross-entropy still trains all of them), for se
 """
 from __future__ import annotations
 
-from typing import Dict, Sequence
+from typing import Dict
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
 
 import robustkit as rk
-from robustkit.eval.eps_ref import fgs_eps_ref
+from robustkit.eval.eps_ref import fgs_eps_ref, fgs_minimal_eps
 from robustkit.metrics import rho
 from robustkit.models import CaffeLeNet, DeepDefenseMLP
 from robustkit.reproduce.protocol import Context, Paper
-from robustkit.training import ObjectiveOutput, fit
+from robustkit.training import fit
 
 NETS = {"MLP": DeepDefenseMLP, "LeNet": CaffeLeNet}
 METHODS = ("Reference", "Par. Train", "Adv. Train I", "Deep Defense")
@@ -57,52 +55,9 @@ FIG4_LAYERS = ("conv1", "conv2", "fc1", "fc2")      # CaffeLeNet's layer names a
 LINF_EPS = 0.1                                      # Table 2's PGD budget on MNIST
 
 
-class OneLayerRegularizer(nn.Module):
-    """``model`` as Deep Defense's regulariser sees it in Fig. 4: the weights of every layer but ``layer``
-    enter detached, so the regulariser's gradient reaches ``layer`` only."""
-
-    def __init__(self, model: nn.Module, layer: str):
-        super().__init__()
-        self.model, self.layer = model, layer
-
-    def forward(self, x):
-        params = {name: p if name.startswith(self.layer + ".") else p.detach()
-                  for name, p in self.model.named_parameters()}
-        return functional_call(self.model, params, (x,))
-
-
-class LayerwiseDeepDefense:
-    """Cross-entropy on every weight plus Deep Defense's regulariser on one layer's weights (Fig. 4)."""
-
-    def __init__(self, deep_defense: rk.defenses.DeepDefense, layer: str):
-        self.deep_defense, self.layer = deep_defense, layer
-
-    def __call__(self, model, x, y) -> ObjectiveOutput:
-        out = self.deep_defense(OneLayerRegularizer(model, self.layer), x, y)
-        regularizer = out.loss - F.cross_entropy(out.logits, y)    # Eq. 6's second term, graph kept
-        logits = model(x)
-        return ObjectiveOutput(loss=F.cross_entropy(logits, y) + regularizer, logits=logits, metrics=out.metrics)
-
-
 def finetune_schedule(epochs: int):
     """The paper's fine-tuning schedule: the learning rate halved for the last epoch."""
     return lambda progress: 0.5 if epochs > 1 and progress >= (epochs - 1) / epochs else 1.0
-
-
-def fgs_minimal_eps(model: nn.Module, x, y, grid: Sequence[float]):
-    """Per image, the smallest FGS budget on ``grid`` that misclassifies it (inf where none does): the
-    ``||dx||_inf`` of Table 2's rho_inf.
-
-    FGS moves every pixel by eps along ``sign(grad)``, which does not depend on eps; FGS at eps = 1 sends each
-    pixel to 0 or 1 along that sign (or leaves it where the gradient is 0), so ``sign(FGS_1(x) - x)`` is the
-    direction and each budget on the grid costs a forward instead of an attack."""
-    direction = torch.sign(rk.attacks.FGSM(model, eps=1.0)(x, y) - x)
-    found = torch.full((len(x),), float("inf"), dtype=torch.float64)
-    with torch.no_grad():
-        for eps in sorted(grid):
-            fooled = model((x + eps * direction).clamp(0, 1)).argmax(1) != y
-            found = torch.where(fooled & torch.isinf(found), torch.tensor(eps, dtype=torch.float64), found)
-    return found
 
 
 def run(ctx: Context) -> None:
@@ -145,9 +100,9 @@ def run(ctx: Context) -> None:
                 checkpoint_dir=ckpt, resume=True, progress=ctx.progress, device=ctx.device, **finetune)
         return ctx.model(f"deep-defense-{net.lower()}-{label}", full_recipe, build, train)
 
-    def deep_defense(net: str, c: float = 25.0) -> rk.defenses.DeepDefense:
+    def deep_defense(net: str, c: float = 25.0, layers=None) -> rk.defenses.DeepDefense:
         return rk.defenses.DeepDefense(lam=15.0, c=c, d=5.0, steps=5, overshoot=0.02, candidates=10,
-                                       jacobian="batched" if net == "MLP" else "loop")
+                                       jacobian="batched" if net == "MLP" else "loop", layers=layers)
 
     for net in s.nets:
         ref = reference(net)
@@ -197,7 +152,7 @@ def measure(ctx: Context, net: str, models: Dict[str, nn.Module], x, y, steps: D
 
         def fgs():
             table = fgs_eps_ref(model, x, y, reference=eps_ref)
-            minimal = fgs_minimal_eps(model, x, y, [0.005 * i for i in range(1, 201)])
+            minimal = fgs_minimal_eps(model, x, y, grid=200, refine=0)     # the 0.005 grid up to 1
             with torch.no_grad():
                 correct = model(x).argmax(1) == y
             x_linf = x.flatten(1).abs().amax(1)
@@ -234,7 +189,7 @@ def layerwise(ctx: Context, s, ref: nn.Module, deep_defense, tuned, x, y) -> Non
         points = []
         for c in s.fig4_c:
             model = tuned("LeNet", f"fig4-{layer}-c{c:g}", ref, lambda: data,
-                          objective=LayerwiseDeepDefense(deep_defense("LeNet", c=float(c)), layer),
+                          objective=deep_defense("LeNet", c=float(c), layers=layer),
                           recipe=dict(images=s.fig4_images, lam=15.0, c=float(c), d=5.0, steps=5, candidates=10,
                                       only_layer=layer))
             res = ctx.evaluate(f"fig4-{layer}-c{c:g}", model,
