@@ -70,8 +70,37 @@ def fast_at_mnist() -> nn.Module:
     return trainable(model.eval())
 
 
+CIFAR_ROOT = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
+
+
+def fast_at_cifar() -> nn.Module:
+    """The small CIFAR-10 CNN of ``robustkit.reproduce.defendr`` (width 16) after fast adversarial training at
+    eps 8/255 (FGSM from a random start, step 1.25 eps, Adam with a cyclic rate peaking at 2e-3, batch 128, the
+    shipped 50,000 training images, 5 epochs, fit's catastrophic-overfitting guard on)."""
+    from robustkit.reproduce.defendr import cifar_cnn
+
+    def train(model: nn.Module) -> nn.Module:
+        rk.training.fit(model, rk.datasets.cifar10(CIFAR_ROOT, "train"),
+                        rk.defenses.FastAdversarialTraining(eps=8 / 255), epochs=5, batch_size=128,
+                        optimizer="adam", lr=2e-3, schedule="cyclic", seed=0, progress=True)
+        return model
+
+    torch.manual_seed(0)
+    model = rk.zoo.cached_model(cifar_cnn(16), rk.zoo.default_cache_dir() / "cifar-cnn16-fastat-eps8-e5-s0.pt",
+                                train)
+    return trainable(model.eval())
+
+
 def load_model(name: str) -> nn.Module:
-    return mnist_lenet() if name == "lenet" else fast_at_mnist()
+    return {"lenet": mnist_lenet, "fast-at": fast_at_mnist, "cifar-fast-at": fast_at_cifar}[name]()
+
+
+def test_images(name: str):
+    """The evaluation split of the model's data set: MNIST's test split, or the shipped 1,000 CIFAR-10 test
+    images."""
+    if name == "cifar-fast-at":
+        return rk.datasets.cifar10(CIFAR_ROOT, "test").tensors
+    return None, None
 
 
 def robust_accuracy(model, x, y, adv, eps: float, draws: int = 1) -> float:
@@ -85,10 +114,10 @@ def robust_accuracy(model, x, y, adv, eps: float, draws: int = 1) -> float:
         return float(sum((model(adv).argmax(dim=1) == y).float().mean() for _ in range(draws)) / draws)
 
 
-def art_classifier(model):
+def art_classifier(model, shape):
     from art.estimators.classification import PyTorchClassifier
 
-    return PyTorchClassifier(model=model, loss=torch.nn.CrossEntropyLoss(), input_shape=(1, 28, 28), nb_classes=10,
+    return PyTorchClassifier(model=model, loss=torch.nn.CrossEntropyLoss(), input_shape=tuple(shape), nb_classes=10,
                              clip_values=(0.0, 1.0), device_type="cpu")
 
 
@@ -108,8 +137,8 @@ def methods(name: str, model, eps: float, x, y, with_art: bool):
         if with_art:
             from art.attacks.evasion import AutoProjectedGradientDescent
 
-            art = AutoProjectedGradientDescent(art_classifier(model), norm=np.inf, eps=eps, eps_step=2 * eps,
-                                               max_iter=100, nb_random_init=1, batch_size=len(x),
+            art = AutoProjectedGradientDescent(art_classifier(model, x.shape[1:]), norm=np.inf, eps=eps,
+                                               eps_step=2 * eps, max_iter=100, nb_random_init=1, batch_size=len(x),
                                                loss_type="cross_entropy", verbose=False)
             fns["art"] = lambda: art.generate(xn, yn)
         return fns
@@ -138,7 +167,8 @@ def methods(name: str, model, eps: float, x, y, with_art: bool):
             # ART's AutoAttack imports the multiprocess package even without a parallel pool
             from art.attacks.evasion import AutoAttack as ArtAutoAttack
 
-            art = ArtAutoAttack(art_classifier(model), norm=np.inf, eps=eps, eps_step=2 * eps, batch_size=len(x))
+            art = ArtAutoAttack(art_classifier(model, x.shape[1:]), norm=np.inf, eps=eps, eps_step=2 * eps,
+                                batch_size=len(x))
             fns["art"] = lambda: art.generate(xn, yn)
         return fns
     if name == "rand":
@@ -176,19 +206,21 @@ def main() -> None:
     parser.add_argument("--art-once", action="store_true", help="time ART in the first round only (it is slow)")
     parser.add_argument("--only", default=None, help="comma-separated methods to run besides robustkit "
                         "(e.g. art: ART's slow suite on its own)")
-    parser.add_argument("--model", choices=("lenet", "fast-at"), default="lenet",
-                        help="the zoo's MNIST LeNet or the fast adversarially trained MNIST CNN")
+    parser.add_argument("--model", choices=("lenet", "fast-at", "cifar-fast-at"), default="lenet",
+                        help="the zoo's MNIST LeNet, the fast adversarially trained MNIST CNN, or the fast "
+                        "adversarially trained CIFAR-10 CNN")
     harness.add_arguments(parser)
     args = parser.parse_args()
     harness.apply_arguments(args)
     harness.quiet_peer_warnings()
     base = load_model(args.model)
-    x, y = correctly_classified(base, args.images)
+    x, y = correctly_classified(base, args.images, *test_images(args.model))
     rows = []
     for name in args.attacks.split(","):
         model = base
         if name == "rand":
-            model = rk.defenses.RandomResizePad(base, 28, min_scale=0.75, max_scale=1.0, seed=0).eval()
+            model = rk.defenses.RandomResizePad(base, tuple(x.shape[-2:]), min_scale=0.75, max_scale=1.0,
+                                                seed=0).eval()
         fns = methods(name, model, args.eps, x, y, args.art)
         if args.only:
             fns = {m: fn for m, fn in fns.items() if m == "robustkit" or m in args.only.split(",")}
@@ -228,7 +260,9 @@ def main() -> None:
         print(f"{name:10s} robust accuracy {strength}  img/s {row['img_per_s']}  paired speedup vs {reference} "
               f"{ratios}", flush=True)
     described = {"lenet": "zoo MNIST LeNet (seed 0, 1 epoch)",
-                 "fast-at": "Wong et al. MNIST CNN, FastAdversarialTraining eps 0.3, 15,000 images x 10 epochs"}
+                 "fast-at": "Wong et al. MNIST CNN, FastAdversarialTraining eps 0.3, 15,000 images x 10 epochs",
+                 "cifar-fast-at": "CIFAR-10 small CNN (width 16), FastAdversarialTraining eps 8/255, 50,000 images x "
+                                  "5 epochs; the shipped 1,000 test images"}
     notes = {"model": described[args.model], "norm": "linf", "threads": torch.get_num_threads(),
              "dlr": dlr_share(model, x, y), "shared_machine": "run niced on a shared 2-core machine",
              "strength": "from each method's first timed call", "warmup": "none"}
