@@ -37,8 +37,13 @@ class AutoAttack(FixedBudgetAttack):
     The returned image of a broken sample is the breaking attack's; of a sample no attack broke, the point
     with the lowest margin ``z_y - max_{j != y} z_j`` (of the mean logits over 20 draws for ``"rand"``) among
     the clean image and every attack's result, as APGD returns its highest-loss point: for a randomized model
-    that point still fools some draws, so evaluating the returned images measures the suite's real strength.
-    ``run``'s logits (and so its ``success``) are those judging logits.
+    that point still fools some draws. ``run``'s logits (and so its ``success``) are those judging logits, and
+    ``1 - success.mean()`` is the suite's robust accuracy. For ``"rand"`` that is not the same number as the
+    per-draw accuracy of fresh forwards on the returned images: a sample whose mean logits are wrong already
+    on the clean image counts as broken and is returned unattacked, yet some single draws still classify it
+    correctly (on a randomized CIFAR-10 CNN, 16% robust by the suite's count and 27.6% per-draw on its
+    returned images, where PGD-40 without EOT leaves 14%). Report the suite's count, or the per-sample worst
+    case over attacks.
 
     ``extras["stage"]`` says which attack broke each sample: ``0`` misclassified clean, ``k`` the k-th
     attack of :attr:`stage_names` (1-based), ``-1`` robust. :attr:`last_counts` holds, after each call, the
