@@ -32,17 +32,12 @@ from torch import nn
 
 import harness
 import robustkit as rk
+from robustkit.models import wong_mnist_cnn
 from robustkit.reproduce.defendr import cifar_cnn
 
 # Table 4 of the seed (fully adversarial test sets; FGSM, PGD accuracy %).
 SEED_TABLE4 = {"Baseline FGSM (0.12)": (71, 80), "Baseline PGD (0.12)": (69.35, 81)}
 
-
-def wong_mnist_cnn() -> nn.Module:
-    """The MNIST network of Wong et al. 2020 (their ``mnist_net``)."""
-    return nn.Sequential(nn.Conv2d(1, 16, 4, stride=2, padding=1), nn.ReLU(),
-                         nn.Conv2d(16, 32, 4, stride=2, padding=1), nn.ReLU(), nn.Flatten(),
-                         nn.Linear(32 * 7 * 7, 100), nn.ReLU(), nn.Linear(100, 10))
 
 
 def load(data: str, root: pathlib.Path):

@@ -40,17 +40,12 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # this che
 
 import harness  # noqa: E402
 import robustkit as rk  # noqa: E402
+from robustkit.models import wong_mnist_cnn  # noqa: E402
 from data import correctly_classified, mnist_lenet, trainable  # noqa: E402
 from harness import floor_step  # noqa: E402
 
 EPS_TRAINED = 0.3
 
-
-def wong_mnist_cnn() -> nn.Module:
-    """The MNIST network of Wong et al. 2020 (their ``mnist_net``)."""
-    return nn.Sequential(nn.Conv2d(1, 16, 4, stride=2, padding=1), nn.ReLU(),
-                         nn.Conv2d(16, 32, 4, stride=2, padding=1), nn.ReLU(), nn.Flatten(),
-                         nn.Linear(32 * 7 * 7, 100), nn.ReLU(), nn.Linear(100, 10))
 
 
 def fast_at_mnist() -> nn.Module:

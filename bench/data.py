@@ -46,6 +46,23 @@ def mnist_lenet(seed: int = 0, device: Union[str, torch.device] = "cpu") -> nn.M
     return mnist_model("lenet", seed=seed, device=device)
 
 
+def clean_wong_cnn() -> nn.Module:
+    """Wong et al.'s small CNN after one clean epoch on all of MNIST (Adam 1e-3, batch 100), cached like the
+    zoo's models. Every method fine-tunes it, as the LeNet runs fine-tune the zoo's LeNet: one adversarial pass
+    over a few thousand images from random weights leaves the network near chance, where the accuracy check
+    cannot tell a correct trainer from a broken one."""
+    import robustkit as rk
+    from robustkit.models import wong_mnist_cnn
+
+    def train(model: nn.Module) -> nn.Module:
+        rk.training.fit(model, rk.datasets.mnist("train"), None, epochs=1, batch_size=100, optimizer="adam",
+                        lr=1e-3, seed=0, progress=False)
+        return model
+    path = rk.zoo.default_cache_dir() / f"bench-wong-mnist-cnn-clean-e1-v{rk.__version__}.pt"
+    torch.manual_seed(0)   # the initialisation the cached weights were trained from
+    return rk.zoo.cached_model(wong_mnist_cnn(), path, train).train()
+
+
 def mnist_split(split: str = "test") -> Tuple[torch.Tensor, torch.Tensor]:
     """All images ([N, 1, 28, 28] in [0, 1]) and labels of the shipped MNIST ``split``."""
     from robustkit.datasets import mnist

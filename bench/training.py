@@ -36,30 +36,12 @@ import torch.nn.functional as F
 from torch import nn
 
 import harness
-from data import mnist_model, mnist_split
+from data import clean_wong_cnn, mnist_model, mnist_split
 
 import robustkit as rk
 
 
-def wong_mnist_cnn() -> nn.Module:
-    """Wong et al. 2020's MNIST network (their ``mnist_net``)."""
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(1, 16, 4, stride=2, padding=1), nn.ReLU(),
-                         nn.Conv2d(16, 32, 4, stride=2, padding=1), nn.ReLU(), nn.Flatten(),
-                         nn.Linear(32 * 7 * 7, 100), nn.ReLU(), nn.Linear(100, 10))
 
-
-def clean_wong_cnn() -> nn.Module:
-    """Wong et al.'s small CNN after one clean epoch on all of MNIST (Adam 1e-3, batch 100), cached like the
-    zoo's models. Every method fine-tunes it, as the LeNet runs fine-tune the zoo's LeNet: one adversarial pass
-    over a few thousand images from random weights leaves the network near chance, where the accuracy check
-    cannot tell a correct trainer from a broken one."""
-    def train(model: nn.Module) -> nn.Module:
-        rk.training.fit(model, rk.datasets.mnist("train"), None, epochs=1, batch_size=100, optimizer="adam",
-                        lr=1e-3, seed=0, progress=False)
-        return model
-    path = rk.zoo.default_cache_dir() / f"bench-wong-mnist-cnn-clean-e1-v{rk.__version__}.pt"
-    return rk.zoo.cached_model(wong_mnist_cnn(), path, train).train()
 
 
 class Bench:

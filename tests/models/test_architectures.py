@@ -37,6 +37,17 @@ def test_lenet_default_layers_are_lenet5():
     assert [lin.out_features for lin in linears] == [120, 84, 10]
 
 
+def test_wong_mnist_cnn_is_their_mnist_net():
+    # Wong et al.'s mnist_net: conv(1->16, 4, s2, p1), conv(16->32, 4, s2, p1), fc 1568->100, fc 100->10, with
+    # the Sequential keys the benchmarks' cached weights were saved under
+    net = models.wong_mnist_cnn()
+    assert sum(p.numel() for p in net.parameters()) == (16 * 16 + 16) + (32 * 16 * 16 + 32) + (1568 * 100 + 100) + 1010
+    assert list(net.state_dict()) == ["0.weight", "0.bias", "2.weight", "2.bias", "5.weight", "5.bias",
+                                      "7.weight", "7.bias"]
+    assert net(torch.rand(3, 1, 28, 28)).shape == (3, 10)
+    assert models.wong_mnist_cnn(num_classes=4)(torch.rand(1, 1, 28, 28)).shape == (1, 4)
+
+
 @pytest.mark.parametrize("cls", [models.LeNet, models.MLP])
 @pytest.mark.parametrize("bad", [0, -3, 2.5, True, "6"])
 def test_bad_width_is_rejected_naming_the_argument(cls, bad):
