@@ -34,6 +34,9 @@ def add_parser(subparsers) -> None:
                    help="attack steps of madry (default 40 on mnist, else 10) and trades (default 10)")
     p.add_argument("--step-size", default=None, help="attack step (default: madry 2.5 eps / steps, fast 1.25 eps, "
                    "free eps, trades eps / 4)")
+    p.add_argument("--eps-warmup", type=float, default=0.0,
+                   help="fraction of training over which eps and the step ramp up from 0 (madry, goodfellow, fast, "
+                        "trades; default 0). Madry at eps 0.3 on MNIST can stay at chance without it")
     p.add_argument("--replays", type=options.positive_int, default=4, help="free: replays per batch (default 4)")
     p.add_argument("--beta", type=float, default=6.0, help="trades: weight of the KL term (default 6)")
     p.add_argument("--epochs", type=options.positive_int, default=5, help="passes over the training data (default 5)")
@@ -150,7 +153,7 @@ def run(args) -> int:
                               weight_decay=args.weight_decay, schedule=args.schedule, eval_data=test,
                               eval_attack=eval_attack, checkpoint_dir=out, resume=args.resume, amp=args.amp,
                               seed=args.seed, progress=not args.no_progress, device=device,
-                              constraints=constraints)
+                              constraints=constraints, eps_warmup=args.eps_warmup)
     if int(os.environ.get("RANK", "0")) == 0:
         torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, out / "model.pt")
         plot_history(history, out / "history.png")

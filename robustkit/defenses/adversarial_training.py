@@ -17,6 +17,7 @@ so no parameter's ``.grad`` is written before the caller's backward.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from typing import Dict, Iterator, Optional
 
@@ -45,7 +46,37 @@ def _int(owner: str, name: str, value, minimum: int = 1) -> int:
     return value
 
 
-class AdversarialTraining:
+class _Budgeted:
+    """An objective whose perturbation budget (ε and the step size) ``fit(eps_warmup=...)`` scales down early
+    in training (:mod:`robustkit.training.warmup`). ``budget_scale`` in (0, 1]; 1 is the budget the objective
+    was built with, and it is what ``fit`` leaves behind."""
+
+    _budget_scale = 1.0
+
+    @property
+    def budget_scale(self) -> float:
+        return self._budget_scale
+
+    @budget_scale.setter
+    def budget_scale(self, value: float) -> None:
+        self._budget_scale = _number(type(self).__name__, "budget_scale", value, high=1.0, strict_low=True)
+
+
+@contextlib.contextmanager
+def _scaled_attack(attack, scale: float) -> Iterator[None]:
+    """``attack`` with its ε and step size multiplied by ``scale`` inside the block, restored after."""
+    if scale == 1.0:
+        yield
+        return
+    eps, rule = attack.eps, attack.rule
+    attack.eps, attack.rule = eps * scale, dataclasses.replace(rule, step_size=rule.step_size * scale)
+    try:
+        yield
+    finally:
+        attack.eps, attack.rule = eps, rule
+
+
+class AdversarialTraining(_Budgeted):
     """``α·CE(f(x), y) + (1 − α)·CE(f(x_adv), y)`` with ``x_adv = attack(x, y)`` and ``α = clean_weight``.
 
     ``clean_weight=0`` is Madry et al. 2018's saddle-point objective (their Eq. 2.1, the inner maximisation by
@@ -76,6 +107,13 @@ class AdversarialTraining:
         eps = getattr(attack, "eps", None)
         self.eps = float(eps) if eps is not None else None  # the overfitting guard's radius
 
+    @_Budgeted.budget_scale.setter
+    def budget_scale(self, value: float) -> None:
+        if not (isinstance(getattr(self.attack, "eps", None), float) and hasattr(self.attack, "rule")):
+            raise TypeError(f"AdversarialTraining: the budget of {type(self.attack).__name__} cannot be scaled "
+                            "(only fixed-budget gradient attacks: FGSM, PGD, MI-FGSM)")
+        _Budgeted.budget_scale.fset(self, value)
+
     def check_model(self, model: nn.Module) -> None:
         bare = unwrap_model(model)
         if not any(member is bare for member in self.attack.models):
@@ -88,7 +126,8 @@ class AdversarialTraining:
         metrics: Dict[str, Tensor] = {}
         loss = x.new_zeros(())
         if alpha < 1:
-            with generation_mode(unwrap_model(model), self.attack_mode):
+            with generation_mode(unwrap_model(model), self.attack_mode), \
+                    _scaled_attack(self.attack, self.budget_scale):
                 x_adv = self.attack(x, y).detach()
             logits = model(x_adv)
             adv_loss = F.cross_entropy(logits, y)
@@ -108,7 +147,7 @@ class AdversarialTraining:
                f"attack_mode={self.attack_mode!r})"
 
 
-class FastAdversarialTraining:
+class FastAdversarialTraining(_Budgeted):
     """Fast adversarial training (Wong, Rice and Kolter 2020, Algorithm 3): FGSM from a uniform random start,
     ``δ ~ U(−ε, ε)^d``, ``δ ← clip_ε(δ + α·sign(∇_δ CE(f(x + δ), y)))``, then CE on ``x + δ`` clipped to [0, 1].
 
@@ -141,8 +180,9 @@ class FastAdversarialTraining:
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         """The FGSM example from a random start (detached), the model in the mode ``attack_mode`` asks for."""
         bare = unwrap_model(model)
+        eps, step_size = self.eps * self.budget_scale, self.step_size * self.budget_scale
         with generation_mode(bare, self.attack_mode):
-            delta = torch.empty_like(x).uniform_(-self.eps, self.eps)
+            delta = torch.empty_like(x).uniform_(-eps, eps)
             if self.start_in_box:
                 delta = (x + delta).clamp_(0.0, 1.0).sub_(x)
             x_start = (x + delta).requires_grad_(True)
@@ -150,7 +190,7 @@ class FastAdversarialTraining:
             (grad,) = torch.autograd.grad(loss, x_start)
             x_adv = x_start.detach()
             with torch.no_grad():   # x + clip_eps(delta + alpha sign(grad)), then the [0, 1] box
-                sign_momentum_step(x_adv, x, grad, None, step_size=self.step_size, eps=self.eps, decay=0.0,
+                sign_momentum_step(x_adv, x, grad, None, step_size=step_size, eps=eps, decay=0.0,
                                    grad_norm="none", norm="linf")
         return x_adv
 
@@ -239,7 +279,7 @@ class FreeAdversarialTraining:
         return f"FreeAdversarialTraining(eps={self.eps:g}, replays={self.replays}, step_size={self.step_size:g})"
 
 
-class TRADES:
+class TRADES(_Budgeted):
     """TRADES (Zhang et al. 2019, Eq. 5): ``CE(f(x), y) + β·KL(p(x) ‖ p(x'))`` with
     ``x' = argmax_{‖x' − x‖∞ ≤ ε} KL(p(x) ‖ p(x'))``, the inner maximisation by ``attack_steps`` sign-gradient
     steps of ``step_size`` from ``x + 0.001·N(0, I)`` (their Algorithm 1 and code), each projected onto the
@@ -266,6 +306,7 @@ class TRADES:
     def perturb(self, model: nn.Module, x: Tensor) -> Tensor:
         """The inner maximisation's ``x'`` (detached), with ``model`` in the mode ``attack_mode`` asks for."""
         bare = unwrap_model(model)
+        eps, step_size = self.eps * self.budget_scale, self.step_size * self.budget_scale
         with generation_mode(bare, self.attack_mode):
             with torch.no_grad():
                 p_natural = F.softmax(bare(x).float(), dim=1)
@@ -278,7 +319,7 @@ class TRADES:
                 grad_logits = F.softmax(logits.detach().float(), dim=1).sub_(p_natural).to(logits.dtype)
                 (grad,) = torch.autograd.grad(logits, x_var, grad_outputs=grad_logits)
                 with torch.no_grad():
-                    sign_momentum_step(x_adv, x, grad, None, step_size=self.step_size, eps=self.eps, decay=0.0,
+                    sign_momentum_step(x_adv, x, grad, None, step_size=step_size, eps=eps, decay=0.0,
                                        grad_norm="none", norm="linf")
         return x_adv.detach()
 

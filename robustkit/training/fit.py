@@ -31,6 +31,7 @@ from robustkit.training.distributed import (DistributedInfo, all_reduce_sum, bar
                                             distributed_context)
 from robustkit.training.objective import CrossEntropy, Objective, check_images, objective_passes, unwrap_model
 from robustkit.training.schedules import SCHEDULES, make_scheduler, resolve_schedule
+from robustkit.training.warmup import check_eps_warmup, warmup_scale
 
 Constraint = Callable[[nn.Module], Any]
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -248,7 +249,7 @@ def fit(model: nn.Module, train_data, objective: Optional[Objective] = None, *, 
         eval_data=None, eval_attack=None, eval_batch_size: int = 500, checkpoint_dir=None, resume: bool = False,
         amp: bool = False, seed: int = 0, progress: bool = True, constraints: Sequence[Constraint] = (),
         overfit_guard: Optional[bool] = None, guard_size: int = 256, guard_drop: float = 0.2,
-        device=None, num_workers: int = 0, log_every: int = 20) -> History:
+        eps_warmup: float = 0.0, device=None, num_workers: int = 0, log_every: int = 20) -> History:
     """Train ``model`` in place on ``train_data`` with ``objective`` and return the :class:`History`.
 
     Args:
@@ -276,6 +277,10 @@ def fit(model: nn.Module, train_data, objective: Optional[Objective] = None, *, 
             of ``train_data``); if its accuracy falls more than ``guard_drop`` below the best epoch's, stop and
             restore the best epoch's weights. None: on for objectives with ``guard_overfitting = True``
             (:class:`robustkit.defenses.FastAdversarialTraining`).
+        eps_warmup: the fraction of the optimizer steps over which the objective's perturbation budget (ε and
+            the attack's step size) ramps linearly up to its full value (:mod:`robustkit.training.warmup`); 0
+            (the default) trains at the full budget from the first step. A large budget from the start can
+            leave the network stuck at chance (Madry PGD training at ε = 0.3 on MNIST).
         device: where to train (default: the model's device). ``num_workers``: DataLoader workers for datasets
             that are not in-memory tensors. ``log_every``: steps between progress-bar updates (each costs a sync).
 
@@ -316,6 +321,7 @@ def fit(model: nn.Module, train_data, objective: Optional[Objective] = None, *, 
     if not 0 < guard_drop <= 1 or isinstance(guard_drop, bool):
         raise ValueError(f"fit: guard_drop must be in (0, 1], got {guard_drop!r}")
     resolve_schedule(schedule)
+    eps_warmup = check_eps_warmup(objective, eps_warmup)
     constraints = list(constraints)
     for i, constraint in enumerate(constraints):
         if not callable(constraint):
@@ -334,6 +340,8 @@ def fit(model: nn.Module, train_data, objective: Optional[Objective] = None, *, 
     config = {"epochs": epochs, "batch_size": batch_size, "optimizer": optimizer, "lr": lr, "momentum": momentum,
               "weight_decay": weight_decay, "schedule": schedule if isinstance(schedule, str) else _describe(schedule),
               "amp": bool(amp), "seed": seed, "constraints": [_describe(c) for c in constraints]}
+    if eps_warmup:   # only when used, so that checkpoints written before the option existed still resume
+        config["eps_warmup"] = eps_warmup
     signature = _signature(model, objective, config, len(train_data))
     folder = _check_checkpoint_dir(checkpoint_dir)
     saved = _load_saved(folder, signature, resume, device)
@@ -346,9 +354,12 @@ def fit(model: nn.Module, train_data, objective: Optional[Objective] = None, *, 
                         lr=lr, momentum=momentum, weight_decay=weight_decay, schedule=schedule, eval_data=eval_data,
                         eval_attack=eval_attack, eval_batch_size=eval_batch_size, folder=folder, saved=saved,
                         signature=signature, amp=amp, seed=seed, progress=progress, constraints=constraints,
-                        overfit_guard=overfit_guard, guard_size=guard_size, guard_drop=guard_drop, device=device,
-                        num_workers=num_workers, log_every=log_every, info=info)
+                        overfit_guard=overfit_guard, guard_size=guard_size, guard_drop=guard_drop,
+                        eps_warmup=eps_warmup, device=device, num_workers=num_workers, log_every=log_every,
+                        info=info)
     finally:
+        if eps_warmup:
+            objective.budget_scale = 1.0
         random.setstate(python_state)
         np.random.set_state(numpy_state)
 
@@ -404,8 +415,8 @@ def _seed_everything(seed: int) -> None:
 
 def _run(model: nn.Module, train_data: Dataset, objective, *, epochs, batch_size, optimizer, lr, momentum,
          weight_decay, schedule, eval_data, eval_attack, eval_batch_size, folder, saved, signature, amp, seed,
-         progress, constraints, overfit_guard, guard_size, guard_drop, device, num_workers, log_every,
-         info: DistributedInfo) -> History:
+         progress, constraints, overfit_guard, guard_size, guard_drop, eps_warmup, device, num_workers,
+         log_every, info: DistributedInfo) -> History:
     if batch_size % info.world_size:
         raise ValueError(f"fit: batch_size ({batch_size}) must be divisible by the number of processes "
                          f"({info.world_size})")
@@ -461,6 +472,9 @@ def _run(model: nn.Module, train_data: Dataset, objective, *, epochs, batch_size
         started = time.perf_counter()
         for step, (x, y) in enumerate(_batches(train_data, indices, local_batch, num_workers)):
             x, y = _to_device("train_data", x, y, device, check_batches)
+            if eps_warmup:
+                objective.budget_scale = warmup_scale(epoch * steps_per_epoch + step, epochs * steps_per_epoch,
+                                                      eps_warmup)
             for out in _passes(objective, train_model, x, y, amp, device):
                 opt.zero_grad(set_to_none=True)
                 out.loss.backward()
@@ -493,6 +507,8 @@ def _run(model: nn.Module, train_data: Dataset, objective, *, epochs, batch_size
         for key, value in metric_sums.items():
             record[key] = float(value) / metric_counts[key]
         record["seconds"] = seconds
+        if eps_warmup:
+            record["budget_scale"] = objective.budget_scale   # where the ramp stood at the epoch's last step
         images_total = images * info.world_size  # equal shards (the sampler pads)
         record["images_per_second"] = images_total / seconds if seconds > 0 else float("nan")
         if eval_data is not None:

@@ -232,6 +232,46 @@ def test_other_bad_arguments_name_themselves(make, match):
         make()
 
 
+# ---- the budget scale that fit's eps_warmup drives --------------------------------------------------------------
+BUDGETED = {   # objective at (eps, step), built fresh for the model
+    "madry": lambda model, eps, step: AdversarialTraining(rk.attacks.PGD(model, eps=eps, step_size=step, steps=3)),
+    "goodfellow": lambda model, eps, step: AdversarialTraining(rk.attacks.FGSM(model, eps=eps), clean_weight=0.5),
+    "fast": lambda model, eps, step: FastAdversarialTraining(eps=eps, step_size=step),
+    "trades": lambda model, eps, step: TRADES(attack_steps=3, eps=eps, step_size=step),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BUDGETED))
+def test_budget_scale_equals_the_objective_built_with_the_scaled_budget(one_thread, name):
+    model, x, y = small_net(batchnorm=False), *batch()   # no running statistics for the first call to move
+    scaled = BUDGETED[name](model, 0.2, 0.05)
+    scaled.budget_scale = 0.25
+    torch.manual_seed(3)
+    out = scaled(model, x, y)
+    torch.manual_seed(3)
+    # FGSM's step is its eps: built at eps 0.05 it takes the step 0.05 = 0.25 * 0.2, as the scaled one does
+    expected = BUDGETED[name](model, 0.05, 0.0125)(model, x, y)
+    torch.testing.assert_close(out.loss, expected.loss, rtol=1e-12, atol=1e-14)
+    for ours, theirs in zip(grads_of(model, out.loss), grads_of(model, expected.loss)):
+        torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-14)
+    if name in ("madry", "goodfellow"):   # the attack's own budget is restored after each call
+        assert (scaled.attack.eps, scaled.attack.step_size) == (0.2, 0.05 if name == "madry" else 0.2)
+    assert scaled.eps == 0.2              # the overfitting guard's radius stays the full budget
+
+
+@pytest.mark.parametrize("value", [0.0, -0.5, 1.5, float("nan"), True])
+def test_budget_scale_outside_zero_one_is_refused(value):
+    objective = FastAdversarialTraining(eps=0.1)
+    with pytest.raises(ValueError, match=r"^FastAdversarialTraining: budget_scale must be a number in \[0, 1\]"):
+        objective.budget_scale = value
+
+
+def test_budget_scale_of_an_attack_without_a_fixed_budget_is_refused():
+    objective = AdversarialTraining(rk.attacks.DeepFool(small_net(dtype=torch.float32)))
+    with pytest.raises(TypeError, match="AdversarialTraining: the budget of DeepFool cannot be scaled"):
+        objective.budget_scale = 0.5
+
+
 def test_images_outside_unit_interval_are_refused(one_thread):
     model = small_net(dtype=torch.float32)
     x, y = batch(dtype=torch.float32)

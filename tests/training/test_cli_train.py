@@ -49,6 +49,17 @@ def test_resume_and_refusals(one_thread, tmp_path, capsys):
         main(["train", *TINY, "--defense", "pgd", "--out", str(tmp_path / "y")])
 
 
+def test_eps_warmup(one_thread, tmp_path, capsys):
+    out = tmp_path / "warm"
+    assert main(["train", *TINY, "--defense", "fast", "--eps-warmup", "0.75", "--epochs", "2",
+                 "--out", str(out)]) == 0
+    history = json.loads((out / "history.json").read_text())
+    # 2 steps an epoch, a ramp over ceil(0.75 * 4) = 3 steps: 2/3 of the budget at the end of the first epoch
+    assert [epoch["budget_scale"] for epoch in history["epochs"]] == pytest.approx([2 / 3, 1.0])
+    assert main(["train", *TINY, "--defense", "clean", "--eps-warmup", "0.5", "--out", str(tmp_path / "c")]) == 2
+    assert "eps_warmup needs an objective with a perturbation budget" in capsys.readouterr().err
+
+
 @pytest.mark.slow   # two fresh processes under torchrun
 def test_under_torchrun(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}

@@ -214,6 +214,67 @@ def test_rng_state_of_the_caller_is_restored(one_thread):
     assert torch.equal(torch.get_rng_state(), before)
 
 
+class RecordingPGD(rk.attacks.PGD):
+    """PGD that records the budget it is called with."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.seen = []
+
+    def __call__(self, x, y):
+        self.seen.append((self.eps, self.step_size))
+        return super().__call__(x, y)
+
+
+def test_eps_warmup_ramps_the_budget_per_step_and_restores_it(one_thread):
+    x, y = tiny_data(40)
+    model = tiny_model()
+    attack = RecordingPGD(model, eps=0.2, step_size=0.05, steps=2)
+    objective = rk.defenses.AdversarialTraining(attack)
+    history = quiet_fit(model, (x, y), objective, epochs=2, batch_size=10, eps_warmup=0.75)
+    # 8 steps, a ramp over ceil(0.75 * 8) = 6 of them: (s + 1) / 6 of the budget, then all of it
+    scales = [1 / 6, 2 / 6, 3 / 6, 4 / 6, 5 / 6, 1.0, 1.0, 1.0]
+    assert [eps for eps, _ in attack.seen] == pytest.approx([0.2 * s for s in scales])
+    assert [step for _, step in attack.seen] == pytest.approx([0.05 * s for s in scales])
+    assert [e["budget_scale"] for e in history.epochs] == pytest.approx([4 / 6, 1.0])
+    assert objective.budget_scale == 1.0 and (attack.eps, attack.step_size) == (0.2, 0.05)
+
+
+def test_eps_warmup_resumes_on_the_uninterrupted_runs_budgets(one_thread, tmp_path):
+    def run(folder, constraint, resume=False):
+        x, y = tiny_data(60)
+        model = tiny_model(dropout=0.3)
+        objective = rk.defenses.AdversarialTraining(rk.attacks.PGD(model, eps=0.1, step_size=0.03, steps=2))
+        quiet_fit(model, (x, y), objective, epochs=3, batch_size=20, optimizer="adam", lr=1e-2,
+                  checkpoint_dir=folder, resume=resume, constraints=[constraint], seed=5, eps_warmup=0.6)
+        return model
+    straight = run(tmp_path / "a", CrashAt())
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "b", CrashAt(at=5))                # killed in epoch 2, inside the ramp
+    assert_same_weights(weights(straight), weights(run(tmp_path / "b", CrashAt(), resume=True)))
+
+
+@pytest.mark.parametrize("value", [1.0, -0.1, float("nan"), True, "0.5"])
+def test_eps_warmup_outside_zero_one_is_refused(one_thread, value):
+    x, y = tiny_data(10)
+    model = tiny_model()
+    objective = rk.defenses.FastAdversarialTraining(eps=0.1)
+    with pytest.raises(ValueError, match=r"^fit: eps_warmup must be a fraction of training in \[0, 1\)"):
+        quiet_fit(model, (x, y), objective, eps_warmup=value)
+
+
+def test_eps_warmup_needs_an_objective_with_a_budget(one_thread):
+    x, y = tiny_data(10)
+    model = tiny_model()
+    with pytest.raises(ValueError, match="^fit: eps_warmup needs an objective with a perturbation budget.*Cross"):
+        quiet_fit(model, (x, y), eps_warmup=0.2)
+    with pytest.raises(ValueError, match="^fit: eps_warmup needs .*FreeAdversarialTraining"):
+        quiet_fit(model, (x, y), rk.defenses.FreeAdversarialTraining(eps=0.1), eps_warmup=0.2)
+    deepfool = rk.defenses.AdversarialTraining(rk.attacks.DeepFool(model))
+    with pytest.raises(ValueError, match="^fit: eps_warmup: AdversarialTraining: the budget of DeepFool cannot"):
+        quiet_fit(model, (x, y), deepfool, eps_warmup=0.2)
+
+
 @pytest.mark.parametrize("kwargs, match", [
     (dict(epochs=0), "fit: epochs must be a positive int"),
     (dict(batch_size=-1), "fit: batch_size must be a positive int"),
