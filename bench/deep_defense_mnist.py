@@ -5,7 +5,9 @@ For each of the seed's MNIST nets (MLP 784-500-150-10, Caffe LeNet):
 2. fine-tuned from it, with the seed's fine-tuning recipe (batch 100, SGD lr 5e-4 momentum 0.9 weight decay
    5e-4, the learning rate halved for the last epoch of five): plain cross-entropy ("Clean"), Parseval
    training ("Par. Train", beta 1e-4, fraction 0.3), a fixed DeepFool training set concatenated with the
-   clean one ("Adv. Train I") and Deep Defense (lam 15, c 25, d 5);
+   clean one ("Adv. Train I"), Goodfellow et al.'s objective ("Adv. Train II": 0.5 CE(x) + 0.5 CE(x_FGSM) at
+   ``--adv2-eps``; the seed compares against it in its supplement, which gives no numbers we have) and Deep
+   Defense (lam 15, c 25, d 5);
 3. evaluated on the first ``--test-images`` MNIST test images: accuracy, rho_2 under DeepFool, FGS accuracy at
    0.2 / 0.5 / 1.0 eps_ref (eps_ref: the FGS budget at which the Deep Defense model is 50% wrong), and, as
    Table 2 does for the MLP, DeepFool's median L2, C&W L2 (CW.fast) and PGD accuracy at eps 0.1 (L-inf), plus
@@ -57,7 +59,7 @@ PAPER2 = {  # Table 2 (supplementary): mean DeepFool L2, rho_inf under FGS, mean
     ("lenet", "Adv. Train I"): (1.90, 2.05e-1, 1.71, 50.67),
     ("lenet", "Deep Defense"): (2.05, 2.36e-1, 1.84, 64.54),
 }
-VARIANTS = ("Reference", "Clean", "Par. Train", "Adv. Train I", "Deep Defense")
+VARIANTS = ("Reference", "Clean", "Par. Train", "Adv. Train I", "Adv. Train II", "Deep Defense")
 
 
 def add_cpu_seconds(out: pathlib.Path, key: str, seconds: float) -> None:
@@ -103,6 +105,8 @@ def _train(net: str, variant: str, data, reference_state, args, out: pathlib.Pat
             images, labels = adv.tensors
             torch.save((images, labels), path)
         train_data = (images, labels)
+    elif variant == "Adv. Train II":
+        objective = rk.defenses.AdversarialTraining(rk.attacks.FGSM(model, eps=args.adv2_eps), clean_weight=0.5)
     elif variant == "Deep Defense":
         objective = rk.defenses.DeepDefense(lam=15.0, c=25.0, d=5.0, steps=5, overshoot=0.02, candidates=10,
                                             jacobian="batched" if net == "mlp" else "loop")
@@ -210,6 +214,8 @@ def main() -> None:
     parser.add_argument("--finetune-images", type=int, default=60000,
                         help="fine-tune on the first N training images (the seed: all 60,000)")
     parser.add_argument("--finetune-epochs", type=int, default=5)
+    parser.add_argument("--adv2-eps", type=float, default=0.1,
+                        help="FGSM budget of Adv. Train II (L-inf; 0.1 is Table 2's PGD budget, near eps_ref)")
     parser.add_argument("--out", default="runs/deep_defense_mnist",
                         help="checkpoints and results; one folder per budget (a rerun resumes what is there)")
     parser.add_argument("--name", default="deep_defense_mnist", help="bench/results/<machine>/<name>.json")
