@@ -5,7 +5,9 @@ a 100-unit hidden layer), eps = 0.3, batch 100, Adam with a cyclic learning rate
 training.
   fast:  FGSM from a uniform random start, step 0.375 (1.25 eps), 10 epochs (their Table 4: 98.5% clean,
          88.8% PGD-50 x 10 restarts);
-  madry: PGD-40 with step 0.01 (Madry et al.; the same model and schedule), as many epochs as given;
+  madry: PGD-40 with step 0.01 (Madry et al.; the same model and schedule), as many epochs as given. At the
+         full eps from the first step this stays at chance (docs/adversarial-training.md); ``--eps-warmup 0.25``
+         ramps eps and the step up over the first quarter of training (fit's eps_warmup);
   fgsm:  Goodfellow et al.'s mixed objective (alpha = 0.5, FGSM at eps);
   clean: cross-entropy only.
 Evaluation: clean accuracy on the 10,000 test images, PGD-50 (step 0.01, random start) on all of them, and
@@ -13,6 +15,8 @@ PGD-50 with ``--restarts`` random restarts on the first ``--restart-images`` (an
 every restart fails). Training checkpoints every epoch in ``--out`` and resumes (``--resume``).
 
     nice python bench/adversarial_training_mnist.py --defense fast --epochs 10 --out runs/mnist-fast --resume
+    nice python bench/adversarial_training_mnist.py --defense madry --epochs 4 --eps-warmup 0.25 --tag=-warmup \
+        --out runs/mnist-madry-warmup --resume
 """
 from __future__ import annotations
 
@@ -24,15 +28,11 @@ import torch
 from torch import nn
 
 import harness
+from data import clean_wong_cnn
 import robustkit as rk
 from robustkit.datasets import mnist
+from robustkit.models import wong_mnist_cnn
 
-
-def wong_mnist_cnn() -> nn.Module:
-    """The MNIST network of Wong et al. 2020 (their ``mnist_net``)."""
-    return nn.Sequential(nn.Conv2d(1, 16, 4, stride=2, padding=1), nn.ReLU(),
-                         nn.Conv2d(16, 32, 4, stride=2, padding=1), nn.ReLU(), nn.Flatten(),
-                         nn.Linear(32 * 7 * 7, 100), nn.ReLU(), nn.Linear(100, 10))
 
 
 def objective_for(defense: str, model: nn.Module, eps: float):
@@ -67,7 +67,15 @@ def main() -> None:
     parser.add_argument("--defense", choices=("fast", "madry", "fgsm", "clean"), default="fast")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--eps", type=float, default=0.3)
-    parser.add_argument("--lr", type=float, default=5e-3)
+    parser.add_argument("--lr", type=float, default=5e-3, help="the peak learning rate (Adam)")
+    parser.add_argument("--schedule", choices=("cyclic", "constant"), default="cyclic",
+                        help="cyclic: Wong et al.'s; constant: the flat rate of Madry et al.'s MNIST recipe")
+    parser.add_argument("--eps-warmup", type=float, default=0.0,
+                        help="fraction of training over which eps (and the attack's step) ramps up from 0")
+    parser.add_argument("--init", choices=("random", "clean"), default="random",
+                        help="clean: start from the CNN after one clean epoch (bench/data.py's clean_wong_cnn)")
+    parser.add_argument("--tag", default="", help="suffix of the result name, to keep one recipe's result "
+                        "beside another's (adversarial_training_mnist-<defense><tag>.json)")
     parser.add_argument("--out", required=True, help="checkpoint folder of the run")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
@@ -79,7 +87,7 @@ def main() -> None:
     args = harness.parse_arguments(parser, threads=1, clock="wall")
 
     torch.manual_seed(args.seed)
-    model = wong_mnist_cnn()
+    model = clean_wong_cnn() if args.init == "clean" else wong_mnist_cnn()
     objective = objective_for(args.defense, model, args.eps)
     out = pathlib.Path(args.out)
     started = time.perf_counter()
@@ -91,8 +99,9 @@ def main() -> None:
     else:
         train = mnist("train") if args.limit is None else torch.utils.data.Subset(mnist("train"), range(args.limit))
         history = rk.training.fit(model, train, objective, epochs=args.epochs, batch_size=100,
-                                  optimizer="adam", lr=args.lr, schedule="cyclic", checkpoint_dir=out,
-                                  resume=args.resume, seed=args.seed, progress=True)
+                                  optimizer="adam", lr=args.lr, schedule=args.schedule, checkpoint_dir=out,
+                                  resume=args.resume, seed=args.seed, progress=True,
+                                  eps_warmup=args.eps_warmup)
     train_wall, train_cpu = time.perf_counter() - started, time.process_time() - cpu_started
     model.eval()
     x, y = mnist("test").tensors
@@ -112,9 +121,10 @@ def main() -> None:
            "train_seconds_per_epoch": [epoch["seconds"] for epoch in history.epochs],
            "eval_wall_seconds": time.perf_counter() - eval_started, "history": history.epochs}
     print({k: v for k, v in row.items() if k != "history"})
-    harness.Result(f"adversarial_training_mnist-{args.defense}", rows=[row],
+    harness.Result(f"adversarial_training_mnist-{args.defense}{args.tag}", rows=[row],
                    notes={"model": "Wong et al. 2020 MNIST CNN", "eps": args.eps, "batch_size": 100,
-                          "optimizer": "adam", "lr_max": args.lr, "schedule": "cyclic", "seed": args.seed,
+                          "init": args.init, "eps_warmup": args.eps_warmup, "optimizer": "adam", "lr_max": args.lr,
+                          "schedule": args.schedule, "seed": args.seed,
                           "machine": "2 cores shared with other jobs; 1 thread, niced"}).write()
 
 
